@@ -1,0 +1,189 @@
+"""Whole episodes of variable length in preallocated ring storage."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import torch
+
+from her_lightning.rollout import Episodes
+
+
+class TransitionIndex(NamedTuple):
+    """Where sampled transitions live: transition ``t`` of stored episode ``episode``."""
+
+    episode: torch.Tensor  # (B,) long, slot in the episode table
+    t: torch.Tensor  # (B,) long, in [0, length - 1]
+    length: torch.Tensor  # (B,) long, the episode's number of transitions
+    row: torch.Tensor  # (B,) long, storage row of the state before the transition
+
+
+class EpisodeBuffer:
+    """A FIFO store of whole episodes, sampled uniformly over transitions.
+
+    An episode of ``L`` transitions occupies ``L + 1`` consecutive rows of a ring
+    (its final state is kept so that the last transition can bootstrap and can
+    serve as a goal), so ``capacity`` counts stored states, not transitions.
+    When a new episode does not fit, the oldest episodes are dropped whole and
+    stop being samplable at once. All storage is allocated up front; nothing
+    grows after construction.
+
+    Args:
+        capacity: Number of stored states (rows).
+        obs_dim: Size of an observation.
+        goal_dim: Size of a goal.
+        action_dim: Size of an action.
+        max_episode_steps: The longest episode that will be added.
+        device: Where the storage lives.
+
+    Raises:
+        ValueError: If ``capacity`` cannot hold one episode of ``max_episode_steps``.
+    """
+
+    def __init__(
+        self,
+        capacity: int,
+        obs_dim: int,
+        goal_dim: int,
+        action_dim: int,
+        max_episode_steps: int,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        if capacity < max_episode_steps + 1:
+            raise ValueError(
+                f"buffer_size={capacity} is invalid: must hold at least one whole episode, "
+                f"i.e. max_episode_steps + 1 = {max_episode_steps + 1} states"
+            )
+        self.capacity = capacity
+        self.max_episode_steps = max_episode_steps
+        self.device = torch.device(device)
+        max_episodes = capacity // 2  # every episode takes at least two rows
+        self.observation = torch.zeros(capacity, obs_dim, device=self.device)
+        self.achieved_goal = torch.zeros(capacity, goal_dim, device=self.device)
+        self.action = torch.zeros(capacity, action_dim, device=self.device)
+        self.episode_start = torch.zeros(max_episodes, dtype=torch.long, device=self.device)
+        self.episode_length = torch.zeros(max_episodes, dtype=torch.long, device=self.device)
+        self.desired_goal = torch.zeros(max_episodes, goal_dim, device=self.device)
+        self.terminated = torch.zeros(max_episodes, dtype=torch.bool, device=self.device)
+        self._next_row = 0  # where the next episode starts
+        self._oldest = 0  # slot of the oldest stored episode
+        self._num_episodes = 0
+        self._num_rows = 0
+        # Stored episodes in FIFO order and their cumulative transition counts: what sampling searches.
+        self._order = torch.zeros(0, dtype=torch.long, device=self.device)
+        self._cum_transitions = torch.zeros(0, dtype=torch.long, device=self.device)
+
+    @property
+    def num_episodes(self) -> int:
+        return self._num_episodes
+
+    @property
+    def num_transitions(self) -> int:
+        return self._num_rows - self._num_episodes
+
+    def __len__(self) -> int:
+        return self.num_transitions
+
+    def add(self, episodes: Episodes) -> None:
+        """Store a batch of finished episodes, dropping the oldest ones that no longer fit."""
+        length = episodes.length.to(self.device)
+        n = length.numel()
+        if n == 0:
+            return
+        if int(length.max()) > self.max_episode_steps or int(length.min()) < 1:
+            raise ValueError(
+                f"episode lengths must be in [1, {self.max_episode_steps}], got {length.min()}..{length.max()}"
+            )
+        rows_per_episode = length + 1
+        # Only the newest episodes that fit are kept, in case one batch exceeds the capacity.
+        from_newest = rows_per_episode.flip(0).cumsum(0).flip(0)
+        keep = from_newest <= self.capacity
+        length, rows_per_episode = length[keep], rows_per_episode[keep]
+        new_rows = int(rows_per_episode.sum())
+        self._evict(new_rows)
+
+        steps = torch.arange(self.max_episode_steps + 1, device=self.device)
+        valid = steps.unsqueeze(0) <= length.unsqueeze(1)  # (n, T + 1)
+        rows = (self._next_row + torch.arange(new_rows, device=self.device)) % self.capacity
+        padded_action = torch.nn.functional.pad(episodes.action.to(self.device)[keep], (0, 0, 0, 1))
+        self.observation[rows] = episodes.observation.to(self.device)[keep][valid]
+        self.achieved_goal[rows] = episodes.achieved_goal.to(self.device)[keep][valid]
+        self.action[rows] = padded_action[valid]
+
+        kept = length.numel()
+        max_episodes = self.episode_start.numel()
+        slots = (self._oldest + self._num_episodes + torch.arange(kept, device=self.device)) % max_episodes
+        starts = self._next_row + torch.cumsum(rows_per_episode, 0) - rows_per_episode
+        self.episode_start[slots] = starts % self.capacity
+        self.episode_length[slots] = length
+        self.desired_goal[slots] = episodes.desired_goal.to(self.device)[keep]
+        self.terminated[slots] = episodes.terminated.to(self.device)[keep]
+        self._next_row = (self._next_row + new_rows) % self.capacity
+        self._num_rows += new_rows
+        self._num_episodes += kept
+        self._reindex()
+
+    def locate(self, flat: torch.Tensor) -> TransitionIndex:
+        """Map transition numbers in ``[0, num_transitions)`` (oldest first) to their storage."""
+        position = torch.searchsorted(self._cum_transitions, flat, right=True)
+        episode = self._order[position]
+        length = self.episode_length[episode]
+        t = flat - (self._cum_transitions[position] - length)
+        row = (self.episode_start[episode] + t) % self.capacity
+        return TransitionIndex(episode, t, length, row)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The stored episodes, oldest first, as plain tensors (only the rows in use)."""
+        rows = self._rows_in_order()
+        order = self._order
+        return {
+            "capacity": self.capacity,
+            "observation": self.observation[rows].cpu(),
+            "achieved_goal": self.achieved_goal[rows].cpu(),
+            "action": self.action[rows].cpu(),
+            "episode_length": self.episode_length[order].cpu(),
+            "desired_goal": self.desired_goal[order].cpu(),
+            "terminated": self.terminated[order].cpu(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Replace the contents with a saved state (stored compactly, from row 0)."""
+        if state["capacity"] != self.capacity:
+            raise ValueError(
+                f"buffer_size={self.capacity} does not match the checkpoint's buffer_size={state['capacity']}"
+            )
+        num_rows = state["observation"].shape[0]
+        length = state["episode_length"].to(self.device)
+        self.observation[:num_rows] = state["observation"].to(self.device)
+        self.achieved_goal[:num_rows] = state["achieved_goal"].to(self.device)
+        self.action[:num_rows] = state["action"].to(self.device)
+        n = length.numel()
+        self.episode_start[:n] = torch.cumsum(length + 1, 0) - (length + 1)
+        self.episode_length[:n] = length
+        self.desired_goal[:n] = state["desired_goal"].to(self.device)
+        self.terminated[:n] = state["terminated"].to(self.device)
+        self._next_row = num_rows % self.capacity
+        self._oldest = 0
+        self._num_episodes = n
+        self._num_rows = num_rows
+        self._reindex()
+
+    def _evict(self, new_rows: int) -> None:
+        """Drop the oldest episodes until ``new_rows`` rows are free."""
+        overflow = self._num_rows + new_rows - self.capacity
+        if overflow <= 0:
+            return
+        rows_of_oldest = self.episode_length[self._order] + 1
+        dropped = int(torch.searchsorted(torch.cumsum(rows_of_oldest, 0), overflow)) + 1
+        self._num_rows -= int(rows_of_oldest[:dropped].sum())
+        self._num_episodes -= dropped
+        self._oldest = (self._oldest + dropped) % self.episode_start.numel()
+
+    def _reindex(self) -> None:
+        max_episodes = self.episode_start.numel()
+        self._order = (self._oldest + torch.arange(self._num_episodes, device=self.device)) % max_episodes
+        self._cum_transitions = torch.cumsum(self.episode_length[self._order], 0)
+
+    def _rows_in_order(self) -> torch.Tensor:
+        first = int(self.episode_start[self._order[0]]) if self._num_episodes else 0
+        return (first + torch.arange(self._num_rows, device=self.device)) % self.capacity

@@ -1,0 +1,142 @@
+"""The collector: fills the episode buffer with warm-up episodes and then with fresh episodes every epoch."""
+
+from __future__ import annotations
+
+import math
+from enum import StrEnum
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Callback
+from torchmetrics import MeanMetric
+from typing_extensions import override
+
+from her_lightning.data import HERDataModule
+from her_lightning.module import HERDDPG
+from her_lightning.rng import make_generator
+from her_lightning.rollout import Episodes, Policy, rollout
+
+
+class WarmupPolicy(StrEnum):
+    """How warm-up episodes act."""
+
+    actor = "actor"  # the untrained actor plus exploration noise (the HER paper's setting)
+    random = "random"  # uniformly random actions, covering more of the goal space
+
+
+class EpisodeCollector(Callback):
+    """Collects episodes with the current actor plus Gaussian noise into the datamodule's buffer.
+
+    Before the first epoch it collects ``warmup_episodes``; at the start of every
+    epoch, ``episodes_per_epoch``. Episodes are collected ``env.num_envs`` at a
+    time, so both counts are rounded up to a multiple of it. It advances the
+    module's ``env_steps`` and ``episodes`` counters and logs
+    ``train/episode_return``, ``train/episode_length`` and ``train/success_rate``
+    against environment steps.
+
+    Args:
+        warmup_episodes: Episodes collected before training starts.
+        warmup_policy: ``actor`` (untrained actor plus noise) or ``random`` (uniform actions).
+        episodes_per_epoch: Episodes collected at the start of every epoch.
+        noise_std: Standard deviation of the Gaussian exploration noise, in action units.
+
+    Raises:
+        ValueError: If an option is out of range; the message names it.
+    """
+
+    def __init__(
+        self,
+        warmup_episodes: int = 200,
+        warmup_policy: WarmupPolicy = WarmupPolicy.actor,
+        episodes_per_epoch: int = 1,
+        noise_std: float = 0.1,
+    ) -> None:
+        if warmup_episodes < 0:
+            raise ValueError(f"warmup_episodes={warmup_episodes} is invalid: must be at least 0")
+        if episodes_per_epoch < 1:
+            raise ValueError(f"episodes_per_epoch={episodes_per_epoch} is invalid: must be at least 1")
+        if noise_std < 0:
+            raise ValueError(f"noise_std={noise_std} is invalid: must be at least 0")
+        allowed = [p.value for p in WarmupPolicy]
+        if warmup_policy not in allowed:
+            raise ValueError(f"warmup_policy={warmup_policy!r} is unknown: choose one of {allowed}")
+        self.warmup_episodes = warmup_episodes
+        self.warmup_policy = WarmupPolicy(warmup_policy)
+        self.episodes_per_epoch = episodes_per_epoch
+        self.noise_std = noise_std
+        self.generator: torch.Generator | None = None
+        self._metrics: dict[str, MeanMetric] = {}
+
+    @override
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != "fit" or self.generator is not None:
+            return
+        datamodule = self._datamodule(trainer)
+        device = pl_module.device
+        self.generator = make_generator(datamodule.seed, "noise", device)
+        keys = ("train/episode_return", "train/episode_length", "train/success_rate")
+        self._metrics = {key: MeanMetric().to(device) for key in keys}
+
+    @override
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: HERDDPG) -> None:
+        if self._datamodule(trainer).buffer.num_episodes == 0 and self.warmup_episodes > 0:
+            self._collect(trainer, pl_module, self.warmup_episodes, warmup=True)
+
+    @override
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: HERDDPG) -> None:
+        self._collect(trainer, pl_module, self.episodes_per_epoch, warmup=False)
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        return {"noise_generator": self.generator.get_state()} if self.generator is not None else {}
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if "noise_generator" in state_dict:
+            self.generator.set_state(state_dict["noise_generator"])
+
+    def _collect(self, trainer: pl.Trainer, pl_module: HERDDPG, episodes: int, warmup: bool) -> None:
+        datamodule = self._datamodule(trainer)
+        env = datamodule.env
+        policy: Policy = pl_module.act
+        if warmup and self.warmup_policy is WarmupPolicy.random:
+            policy = self._random_policy(env.action_dim)
+        for _ in range(math.ceil(episodes / env.num_envs)):
+            batch = rollout(env, policy, self.noise_std, self.generator)
+            datamodule.buffer.add(batch)
+            self._record(pl_module, batch)
+        self._log(trainer, pl_module, to_progress_bar=not warmup)
+
+    def _random_policy(self, action_dim: int) -> Policy:
+        def act(observation: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+            shape = (observation.shape[0], action_dim)
+            return torch.rand(shape, generator=self.generator, device=observation.device) * 2.0 - 1.0
+
+        return act
+
+    def _record(self, pl_module: HERDDPG, batch: Episodes) -> None:
+        pl_module.env_steps += int(batch.length.sum())
+        pl_module.episodes += batch.length.numel()
+        self._metrics["train/episode_return"].update(batch.episode_return)
+        self._metrics["train/episode_length"].update(batch.length.float())
+        self._metrics["train/success_rate"].update(batch.success.float())
+
+    def _log(self, trainer: pl.Trainer, pl_module: HERDDPG, to_progress_bar: bool) -> None:
+        values = {key: float(metric.compute()) for key, metric in self._metrics.items()}
+        for metric in self._metrics.values():
+            metric.reset()
+        if to_progress_bar:  # Lightning allows self.log in epoch hooks only, not before fitting
+            pl_module.log("train/episode_return", values["train/episode_return"], prog_bar=True, logger=False)
+        if trainer.logger is not None:
+            trainer.logger.log_metrics(
+                {**values, "buffer/transitions": float(self._datamodule(trainer).buffer.num_transitions)},
+                step=pl_module.env_steps,
+            )
+
+    @staticmethod
+    def _datamodule(trainer: pl.Trainer) -> HERDataModule:
+        datamodule = trainer.datamodule
+        if not isinstance(datamodule, HERDataModule):
+            raise TypeError(f"EpisodeCollector needs a HERDataModule, got {type(datamodule).__name__}")
+        return datamodule

@@ -1,0 +1,162 @@
+"""The data side of training: the task, the episode buffer, the HER sampler and the batches Lightning sees."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch.utils.data import DataLoader, IterableDataset
+
+from her_lightning.buffer import EpisodeBuffer
+from her_lightning.envs import GoalEnv, make_env
+from her_lightning.her import GoalStrategy, HERBatch, HERSampler, validate_her_options
+from her_lightning.rng import derive_seed, make_generator
+
+
+@dataclass
+class EnvConfig:
+    """Which task to train on.
+
+    Attributes:
+        id: The task: ``point2d`` (built in).
+        num_envs: Episodes collected at once (one batched env step advances all of them).
+        kwargs: Extra keyword arguments for the task's constructor.
+    """
+
+    id: str = "point2d"
+    num_envs: int = 1
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+class HERDataset(IterableDataset):
+    """A fixed number of HER-relabelled batches per epoch.
+
+    It has a length so that Lightning knows when an epoch ends without
+    fetching a batch ahead: every batch is sampled after the epoch's episodes
+    were collected, and none is drawn that is not trained on.
+    """
+
+    def __init__(self, sampler: HERSampler, batch_size: int, batches_per_epoch: int) -> None:
+        self.sampler = sampler
+        self.batch_size = batch_size
+        self.batches_per_epoch = batches_per_epoch
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch
+
+    def __iter__(self) -> Iterator[HERBatch]:
+        for _ in range(self.batches_per_epoch):
+            yield self.sampler.sample(self.batch_size)
+
+
+class HERDataModule(pl.LightningDataModule):
+    """Owns the task, the episode buffer and the HER sampler; serves training batches and evaluation runs.
+
+    The buffer lives on the training device, so batches need no transfer.
+
+    Args:
+        env: The task and how many of its episodes run at once.
+        buffer_size: Stored states kept in the episode buffer (an episode of
+            ``L`` steps takes ``L + 1``); the oldest episodes are dropped first.
+        batch_size: Transitions per gradient step.
+        batches_per_epoch: Gradient steps per epoch (one epoch = one collection round).
+        her_strategy: Where relabelled goals come from: ``future``, ``final`` or ``episode``.
+        her_ratio: Probability that a sampled transition's goal is relabelled.
+        eval_episodes: Episodes per deterministic evaluation (all run at once).
+        seed: Seed of the env, sampler and evaluation streams; ``None`` takes the run's ``seed_everything``.
+
+    Raises:
+        ValueError: If an option is out of range; the message names it.
+    """
+
+    def __init__(
+        self,
+        env: EnvConfig | None = None,
+        buffer_size: int = 1_000_000,
+        batch_size: int = 256,
+        batches_per_epoch: int = 20,
+        her_strategy: GoalStrategy = GoalStrategy.future,
+        her_ratio: float = 0.8,
+        eval_episodes: int = 100,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.env_config = env if env is not None else EnvConfig()
+        for name, value in [
+            ("env.num_envs", self.env_config.num_envs),
+            ("batch_size", batch_size),
+            ("batches_per_epoch", batches_per_epoch),
+            ("eval_episodes", eval_episodes),
+        ]:
+            if value < 1:
+                raise ValueError(f"{name}={value} is invalid: must be at least 1")
+        validate_her_options(her_strategy, her_ratio)
+        probe = make_env(self.env_config.id, 1, 0, **self.env_config.kwargs)
+        self.obs_dim, self.goal_dim, self.action_dim = probe.obs_dim, probe.goal_dim, probe.action_dim
+        self.max_episode_steps = probe.max_episode_steps
+        if buffer_size < self.max_episode_steps + 1:
+            raise ValueError(
+                f"buffer_size={buffer_size} is invalid: must hold one whole episode "
+                f"(at least max_episode_steps + 1 = {self.max_episode_steps + 1})"
+            )
+        self.buffer_size = buffer_size
+        self.batch_size = batch_size
+        self.batches_per_epoch = batches_per_epoch
+        self.her_strategy = GoalStrategy(her_strategy)
+        self.her_ratio = her_ratio
+        self.eval_episodes = eval_episodes
+        self.seed = seed
+        self.env: GoalEnv | None = None
+        self.buffer: EpisodeBuffer | None = None
+        self.sampler: HERSampler | None = None
+        self._eval_env: GoalEnv | None = None
+
+    def setup(self, stage: str) -> None:
+        if self.env is not None:
+            return
+        if self.seed is None:
+            self.seed = 0
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        cfg = self.env_config
+        self.env = make_env(cfg.id, cfg.num_envs, derive_seed(self.seed, "env"), device, **cfg.kwargs)
+        self._eval_env = make_env(cfg.id, self.eval_episodes, derive_seed(self.seed, "eval"), device, **cfg.kwargs)
+        self._eval_env_start = self._eval_env.state_dict()
+        self.buffer = EpisodeBuffer(
+            self.buffer_size, self.obs_dim, self.goal_dim, self.action_dim, self.max_episode_steps, device
+        )
+        self.sampler = HERSampler(
+            self.buffer,
+            self.env.compute_reward,
+            self.env.is_success,
+            self.env.terminate_on_success,
+            self.her_strategy,
+            self.her_ratio,
+            make_generator(self.seed, "sampler", device),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(HERDataset(self.sampler, self.batch_size, self.batches_per_epoch), batch_size=None)
+
+    def val_dataloader(self) -> DataLoader:
+        """One item per evaluation: the evaluation itself is a batched rollout in ``validation_step``."""
+        return DataLoader(range(1), batch_size=None)
+
+    def evaluation_env(self) -> GoalEnv:
+        """The evaluation env, re-seeded so that every evaluation plays the same goals."""
+        self._eval_env.load_state_dict(self._eval_env_start)
+        return self._eval_env
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "buffer": self.buffer.state_dict(),
+            "env": self.env.state_dict(),
+            "sampler_generator": self.sampler.generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.buffer.load_state_dict(state["buffer"])
+        self.env.load_state_dict(state["env"])
+        self.sampler.generator.set_state(state["sampler_generator"])

@@ -1,0 +1,57 @@
+"""The protocol every task implements: a batch of goal-conditioned episodes stepped at once."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Protocol, runtime_checkable
+
+import torch
+
+
+class GoalObs(NamedTuple):
+    """One observation of a batch of episodes, keyed as Gymnasium-Robotics spells it."""
+
+    observation: torch.Tensor  # (N, obs_dim)
+    achieved_goal: torch.Tensor  # (N, goal_dim)
+    desired_goal: torch.Tensor  # (N, goal_dim)
+
+
+class StepResult(NamedTuple):
+    """What one step of a batch of episodes returns."""
+
+    obs: GoalObs
+    reward: torch.Tensor  # (N,)
+    terminated: torch.Tensor  # (N,) bool: the goal was reached (a true terminal)
+    truncated: torch.Tensor  # (N,) bool: the time limit was hit (not a terminal: bootstrap)
+    success: torch.Tensor  # (N,) bool: the achieved goal satisfies the desired goal
+
+
+@runtime_checkable
+class GoalEnv(Protocol):
+    """A batch of ``num_envs`` episodes of a goal-conditioned task.
+
+    Actions are in ``[-1, 1]`` per dimension. ``reset`` starts all episodes anew;
+    ``step`` advances all of them (episodes that already ended keep being stepped
+    and their output is ignored by the caller). The reward and success functions
+    are vectorized over any leading batch shape, so that HER can recompute them
+    for relabelled goals.
+    """
+
+    num_envs: int
+    obs_dim: int
+    goal_dim: int
+    action_dim: int
+    max_episode_steps: int
+    terminate_on_success: bool
+    device: torch.device
+
+    def reset(self) -> GoalObs: ...
+
+    def step(self, action: torch.Tensor) -> StepResult: ...
+
+    def compute_reward(self, achieved_goal: torch.Tensor, desired_goal: torch.Tensor) -> torch.Tensor: ...
+
+    def is_success(self, achieved_goal: torch.Tensor, desired_goal: torch.Tensor) -> torch.Tensor: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...

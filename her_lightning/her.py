@@ -1,0 +1,130 @@
+"""Hindsight Experience Replay: relabel sampled transitions with goals the episode actually achieved.
+
+Andrychowicz et al., "Hindsight Experience Replay", NeurIPS 2017.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from enum import StrEnum
+from typing import NamedTuple
+
+import torch
+
+from her_lightning.buffer import EpisodeBuffer
+
+GoalFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""Maps ``(achieved_goal (B, goal_dim), desired_goal (B, goal_dim))`` to one value per row ``(B,)``."""
+
+
+class GoalStrategy(StrEnum):
+    """Where a relabelled goal comes from; always an achieved goal of the same episode.
+
+    Goals are achieved goals *after* an action (states ``1..L`` of an episode of
+    ``L`` transitions); the start state is never a goal.
+    """
+
+    future = "future"  # a state after the transition, the transition's own next state included
+    final = "final"  # the episode's last state
+    episode = "episode"  # any state of the episode after the start, the past included
+
+
+class HERBatch(NamedTuple):
+    """A batch of relabelled transitions; the goal is the same for both states."""
+
+    observation: torch.Tensor  # (B, obs_dim)
+    goal: torch.Tensor  # (B, goal_dim)
+    action: torch.Tensor  # (B, action_dim)
+    reward: torch.Tensor  # (B,)
+    next_observation: torch.Tensor  # (B, obs_dim)
+    terminal: torch.Tensor  # (B,) float, 1.0 where the next state ends the episode under the goal
+
+
+class HERSampler:
+    """Samples transitions uniformly from a buffer and relabels a fraction of their goals.
+
+    Rewards and terminals are recomputed for every sampled transition, relabelled
+    or not, from the next achieved goal and the (new) goal, with the task's own
+    functions. A time-limit truncation is never a terminal: a transition is
+    terminal only if the task ends episodes on success and its next state
+    satisfies the goal. Sampling reads the buffer and never writes to it.
+
+    Args:
+        buffer: The episodes to sample from.
+        compute_reward: The task's vectorized reward function.
+        is_success: The task's vectorized success test.
+        terminate_on_success: Whether reaching the goal ends an episode in this task.
+        strategy: Where relabelled goals come from.
+        her_ratio: Probability that a sampled transition's goal is relabelled.
+        generator: The sampling stream.
+
+    Raises:
+        ValueError: If ``her_ratio`` is outside ``[0, 1]`` or ``strategy`` is unknown.
+    """
+
+    def __init__(
+        self,
+        buffer: EpisodeBuffer,
+        compute_reward: GoalFn,
+        is_success: GoalFn,
+        terminate_on_success: bool,
+        strategy: GoalStrategy | str = GoalStrategy.future,
+        her_ratio: float = 0.8,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        validate_her_options(strategy, her_ratio)
+        self.buffer = buffer
+        self.compute_reward = compute_reward
+        self.is_success = is_success
+        self.terminate_on_success = terminate_on_success
+        self.strategy = GoalStrategy(strategy)
+        self.her_ratio = her_ratio
+        self.generator = generator if generator is not None else torch.Generator(buffer.device)
+
+    def sample(self, batch_size: int) -> HERBatch:
+        """Draw ``batch_size`` transitions uniformly over all stored transitions and relabel them."""
+        buffer, device, g = self.buffer, self.buffer.device, self.generator
+        if buffer.num_transitions == 0:
+            raise RuntimeError("cannot sample from an empty episode buffer: collect episodes first")
+        flat = torch.randint(buffer.num_transitions, (batch_size,), generator=g, device=device)
+        index = buffer.locate(flat)
+        next_row = (index.row + 1) % buffer.capacity
+        goal = buffer.desired_goal[index.episode]
+        relabel = torch.rand(batch_size, generator=g, device=device) < self.her_ratio
+        goal_step = self._goal_step(index.t, index.length)
+        goal_row = (buffer.episode_start[index.episode] + goal_step) % buffer.capacity
+        goal = torch.where(relabel.unsqueeze(-1), buffer.achieved_goal[goal_row], goal)
+
+        next_achieved = buffer.achieved_goal[next_row]
+        reward = self.compute_reward(next_achieved, goal)
+        if self.terminate_on_success:
+            terminal = self.is_success(next_achieved, goal).to(reward.dtype)
+        else:
+            terminal = torch.zeros_like(reward)
+        return HERBatch(
+            observation=buffer.observation[index.row],
+            goal=goal,
+            action=buffer.action[index.row],
+            reward=reward,
+            next_observation=buffer.observation[next_row],
+            terminal=terminal,
+        )
+
+    def _goal_step(self, t: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
+        """The state (1..length) of each episode whose achieved goal becomes the relabelled goal."""
+        if self.strategy is GoalStrategy.final:
+            return length
+        low = t + 1 if self.strategy is GoalStrategy.future else torch.ones_like(t)
+        span = length - low + 1
+        u = torch.rand(t.shape, generator=self.generator, device=t.device)
+        # The product can round up to ``span`` in float32; clamp keeps the draw inside [low, length].
+        return low + torch.minimum((u * span).long(), span - 1)
+
+
+def validate_her_options(strategy: GoalStrategy | str, her_ratio: float) -> None:
+    """Raise a ``ValueError`` naming the option if the HER settings are not allowed."""
+    allowed = [s.value for s in GoalStrategy]
+    if strategy not in allowed:
+        raise ValueError(f"her_strategy={strategy!r} is unknown: choose one of {allowed}")
+    if not 0.0 <= her_ratio <= 1.0:
+        raise ValueError(f"her_ratio={her_ratio} is invalid: must be within [0, 1]")
