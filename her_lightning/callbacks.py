@@ -13,6 +13,7 @@ from torchmetrics import MeanMetric
 from typing_extensions import override
 
 from her_lightning.data import HERDataModule
+from her_lightning.envs import GoalEnv
 from her_lightning.module import HERDDPG
 from her_lightning.rng import make_generator
 from her_lightning.rollout import Episodes, Policy, rollout
@@ -28,9 +29,11 @@ class WarmupPolicy(StrEnum):
 class EpisodeCollector(Callback):
     """Collects episodes with the current actor plus Gaussian noise into the datamodule's buffer.
 
-    Before the first epoch it collects ``warmup_episodes``; at the start of every
-    epoch, ``episodes_per_epoch``. Episodes are collected ``env.num_envs`` at a
-    time, so both counts are rounded up to a multiple of it. It advances the
+    Before the first epoch it collects ``warmup_episodes``, ``warmup_batch`` at a
+    time (the policy does not change during warm-up, so playing them side by
+    side changes nothing but the wall time). At the start of every epoch it
+    collects ``episodes_per_epoch``, ``env.num_envs`` at a time. Both counts are
+    rounded up to a multiple of the batch. It advances the
     module's ``env_steps`` and ``episodes`` counters and logs
     ``train/episode_return``, ``train/episode_length`` and ``train/success_rate``
     against environment steps.
@@ -40,6 +43,7 @@ class EpisodeCollector(Callback):
         warmup_policy: ``actor`` (untrained actor plus noise) or ``random`` (uniform actions).
         episodes_per_epoch: Episodes collected at the start of every epoch.
         noise_std: Standard deviation of the Gaussian exploration noise, in action units.
+        warmup_batch: Warm-up episodes played at once; ``None`` plays them all at once.
 
     Raises:
         ValueError: If an option is out of range; the message names it.
@@ -51,6 +55,7 @@ class EpisodeCollector(Callback):
         warmup_policy: WarmupPolicy = WarmupPolicy.actor,
         episodes_per_epoch: int = 1,
         noise_std: float = 0.1,
+        warmup_batch: int | None = None,
     ) -> None:
         if warmup_episodes < 0:
             raise ValueError(f"warmup_episodes={warmup_episodes} is invalid: must be at least 0")
@@ -58,6 +63,8 @@ class EpisodeCollector(Callback):
             raise ValueError(f"episodes_per_epoch={episodes_per_epoch} is invalid: must be at least 1")
         if noise_std < 0:
             raise ValueError(f"noise_std={noise_std} is invalid: must be at least 0")
+        if warmup_batch is not None and warmup_batch < 1:
+            raise ValueError(f"warmup_batch={warmup_batch} is invalid: must be at least 1, or null for all at once")
         allowed = [p.value for p in WarmupPolicy]
         if warmup_policy not in allowed:
             raise ValueError(f"warmup_policy={warmup_policy!r} is unknown: choose one of {allowed}")
@@ -65,6 +72,7 @@ class EpisodeCollector(Callback):
         self.warmup_policy = WarmupPolicy(warmup_policy)
         self.episodes_per_epoch = episodes_per_epoch
         self.noise_std = noise_std
+        self.warmup_batch = warmup_batch
         self.generator: torch.Generator | None = None
         self._metrics: dict[str, MeanMetric] = {}
 
@@ -80,12 +88,19 @@ class EpisodeCollector(Callback):
 
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: HERDDPG) -> None:
-        if self._datamodule(trainer).buffer.num_episodes == 0 and self.warmup_episodes > 0:
-            self._collect(trainer, pl_module, self.warmup_episodes, warmup=True)
+        datamodule = self._datamodule(trainer)
+        if datamodule.buffer.num_episodes > 0 or self.warmup_episodes == 0:
+            return
+        env = datamodule.make_env(self.warmup_batch or self.warmup_episodes, "warmup")
+        policy = pl_module.act
+        if self.warmup_policy is WarmupPolicy.random:
+            policy = self._random_policy(env.action_dim)
+        self._collect(trainer, pl_module, env, policy, self.warmup_episodes)
 
     @override
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: HERDDPG) -> None:
-        self._collect(trainer, pl_module, self.episodes_per_epoch, warmup=False)
+        env = self._datamodule(trainer).env
+        self._collect(trainer, pl_module, env, pl_module.act, self.episodes_per_epoch, to_progress_bar=True)
 
     @override
     def state_dict(self) -> dict[str, Any]:
@@ -96,17 +111,21 @@ class EpisodeCollector(Callback):
         if "noise_generator" in state_dict:
             self.generator.set_state(state_dict["noise_generator"])
 
-    def _collect(self, trainer: pl.Trainer, pl_module: HERDDPG, episodes: int, warmup: bool) -> None:
-        datamodule = self._datamodule(trainer)
-        env = datamodule.env
-        policy: Policy = pl_module.act
-        if warmup and self.warmup_policy is WarmupPolicy.random:
-            policy = self._random_policy(env.action_dim)
+    def _collect(
+        self,
+        trainer: pl.Trainer,
+        pl_module: HERDDPG,
+        env: GoalEnv,
+        policy: Policy,
+        episodes: int,
+        to_progress_bar: bool = False,
+    ) -> None:
+        buffer = self._datamodule(trainer).buffer
         for _ in range(math.ceil(episodes / env.num_envs)):
             batch = rollout(env, policy, self.noise_std, self.generator)
-            datamodule.buffer.add(batch)
+            buffer.add(batch)
             self._record(pl_module, batch)
-        self._log(trainer, pl_module, to_progress_bar=not warmup)
+        self._log(trainer, pl_module, to_progress_bar)
 
     def _random_policy(self, action_dim: int) -> Policy:
         def act(observation: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:

@@ -119,10 +119,9 @@ class HERDataModule(pl.LightningDataModule):
             return
         if self.seed is None:
             self.seed = 0
-        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
-        cfg = self.env_config
-        self.env = make_env(cfg.id, cfg.num_envs, derive_seed(self.seed, "env"), device, **cfg.kwargs)
-        self._eval_env = make_env(cfg.id, self.eval_episodes, derive_seed(self.seed, "eval"), device, **cfg.kwargs)
+        device = self.device
+        self.env = self.make_env(self.env_config.num_envs, "env")
+        self._eval_env = self.make_env(self.eval_episodes, "eval")
         self._eval_env_start = self._eval_env.state_dict()
         self.buffer = EpisodeBuffer(
             self.buffer_size, self.obs_dim, self.goal_dim, self.action_dim, self.max_episode_steps, device
@@ -136,6 +135,16 @@ class HERDataModule(pl.LightningDataModule):
             self.her_ratio,
             make_generator(self.seed, "sampler", device),
         )
+
+    @property
+    def device(self) -> torch.device:
+        """The training device: envs, buffer and batches all live there."""
+        return self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+
+    def make_env(self, num_envs: int, stream: str) -> GoalEnv:
+        """A new batch of ``num_envs`` episodes of the task, seeded from the run seed and ``stream``."""
+        cfg = self.env_config
+        return make_env(cfg.id, num_envs, derive_seed(self.seed, stream), self.device, **cfg.kwargs)
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(HERDataset(self.sampler, self.batch_size, self.batches_per_epoch), batch_size=None)
