@@ -6,14 +6,19 @@ import sys
 
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 
+from her_lightning.callbacks import EpisodeCollector
 from her_lightning.data import HERDataModule
 from her_lightning.module import HERDDPG
 
 
 class HERLightningCLI(LightningCLI):
-    """LightningCLI with the task's sizes linked into the model and one seed for every random stream."""
+    """LightningCLI with the collector always present, the task's sizes linked into the model, and one seed.
+
+    The collector is configured under its own top-level key, ``collector:``.
+    """
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(EpisodeCollector, "collector")
         for key in ("obs_dim", "goal_dim", "action_dim"):
             parser.link_arguments(f"data.{key}", f"model.{key}", apply_on="instantiate")
 

@@ -1,0 +1,145 @@
+"""HER sampler: where relabelled goals come from, rewards and terminals, statistics, and no side effects."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import exact_match, exact_match_reward, tagged_episodes
+from her_lightning.buffer import EpisodeBuffer
+from her_lightning.her import GoalStrategy, HERSampler
+
+
+def make_sampler(
+    lengths: list[int], strategy: str = "future", her_ratio: float = 1.0, terminate: bool = True, capacity: int = 500
+) -> HERSampler:
+    buffer = EpisodeBuffer(capacity, obs_dim=2, goal_dim=2, action_dim=2, max_episode_steps=10)
+    buffer.add(tagged_episodes(lengths))
+    return HERSampler(
+        buffer, exact_match_reward, exact_match, terminate, strategy, her_ratio, torch.Generator().manual_seed(0)
+    )
+
+
+LENGTHS = [1, 4, 10, 2, 7]
+
+
+def sample_tags(sampler: HERSampler, n: int = 20000):
+    batch = sampler.sample(n)
+    episode, t = batch.observation[:, 0].long(), batch.observation[:, 1].long()
+    goal_episode, goal_step = batch.goal[:, 0].long(), batch.goal[:, 1].long()
+    return batch, episode, t, goal_episode, goal_step
+
+
+@pytest.mark.parametrize("strategy", list(GoalStrategy))
+def test_relabelled_goals_come_from_the_same_episode_and_the_right_steps(strategy: GoalStrategy) -> None:
+    batch, episode, t, goal_episode, goal_step = sample_tags(make_sampler(LENGTHS, strategy))
+    length = torch.tensor(LENGTHS)[episode]
+    assert torch.equal(goal_episode, episode)  # never another episode
+    assert (goal_step >= 1).all() and (goal_step <= length).all()  # an achieved goal after an action
+    if strategy is GoalStrategy.future:
+        assert (goal_step > t).all()  # never the past nor the transition's own start state
+        assert (goal_step == t + 1).any()  # the transition's own next state is included
+    elif strategy is GoalStrategy.final:
+        assert torch.equal(goal_step, length)
+    else:
+        assert (goal_step <= t).any() and (goal_step > t).any()
+
+
+def test_future_goals_are_uniform_over_the_later_states() -> None:
+    batch, episode, t, _, goal_step = sample_tags(make_sampler([10]), n=200000)
+    at_start = goal_step[t == 0]  # 10 candidates: states 1..10
+    counts = torch.bincount(at_start, minlength=11)[1:].float()
+    assert (counts / counts.sum() - 0.1).abs().max() < 0.01
+
+
+def test_ratio_zero_keeps_every_goal_and_ratio_one_relabels_every_goal() -> None:
+    *_, goal_step = sample_tags(make_sampler(LENGTHS, her_ratio=0.0))
+    assert (goal_step == -1).all()
+    *_, goal_step = sample_tags(make_sampler(LENGTHS, her_ratio=1.0))
+    assert (goal_step >= 1).all()
+
+
+def test_relabel_fraction_matches_the_ratio() -> None:
+    *_, goal_step = sample_tags(make_sampler(LENGTHS, her_ratio=0.8), n=100000)
+    assert (goal_step >= 1).float().mean().item() == pytest.approx(0.8, abs=0.01)
+
+
+def test_transitions_are_uniform_and_every_one_is_sampled_the_last_included() -> None:
+    batch, episode, t, *_ = sample_tags(make_sampler(LENGTHS, her_ratio=0.0), n=240000)
+    total = sum(LENGTHS)
+    flat = torch.tensor([sum(LENGTHS[:k]) for k in range(len(LENGTHS))])[episode] + t
+    counts = torch.bincount(flat, minlength=total).float()
+    assert (counts > 0).all()
+    assert (counts / counts.sum() * total - 1).abs().max() < 0.1
+    last = t == torch.tensor(LENGTHS)[episode] - 1
+    assert last.any()
+
+
+def test_next_state_action_and_reward_belong_to_the_transition() -> None:
+    batch, episode, t, goal_episode, goal_step = sample_tags(make_sampler(LENGTHS, her_ratio=0.5))
+    assert torch.equal(batch.next_observation[:, 0].long(), episode)
+    assert torch.equal(batch.next_observation[:, 1].long(), t + 1)
+    assert torch.equal(batch.action, batch.observation)
+    assert torch.equal(batch.reward, exact_match_reward(batch.next_observation, batch.goal))
+    # The sentinel -7 stored in the episodes is never served: rewards are recomputed.
+    assert set(batch.reward.unique().tolist()) == {-1.0, 0.0}
+    reached = goal_step == t + 1
+    assert torch.equal(batch.terminal, reached.float())
+
+
+def test_truncation_is_never_a_terminal() -> None:
+    """Episodes that ran out of time: only a reached (relabelled) goal makes a terminal, the time limit never does."""
+    batch, episode, t, goal_episode, goal_step = sample_tags(make_sampler([10, 10], her_ratio=0.0))
+    last = t == 9
+    assert last.any() and (batch.terminal[last] == 0).all()
+    assert (batch.terminal == 0).all()
+
+
+def test_tasks_that_do_not_end_on_success_have_no_terminals() -> None:
+    batch, *_ = sample_tags(make_sampler(LENGTHS, her_ratio=1.0, terminate=False))
+    assert (batch.reward == 0).any() and (batch.terminal == 0).all()
+
+
+def test_sampling_leaves_the_buffer_unchanged() -> None:
+    sampler = make_sampler(LENGTHS, her_ratio=1.0)
+    buffer = sampler.buffer
+    before = [t.clone() for t in (buffer.observation, buffer.achieved_goal, buffer.action, buffer.desired_goal)]
+    for _ in range(5):
+        sampler.sample(1000)
+    after = (buffer.observation, buffer.achieved_goal, buffer.action, buffer.desired_goal)
+    assert all(torch.equal(a, b) for a, b in zip(before, after))
+
+
+def test_samples_after_wrap_come_only_from_stored_episodes() -> None:
+    buffer = EpisodeBuffer(25, obs_dim=2, goal_dim=2, action_dim=2, max_episode_steps=10)
+    sampler = HERSampler(buffer, exact_match_reward, exact_match, True, "future", 1.0, torch.Generator().manual_seed(1))
+    for first in range(0, 30, 2):
+        buffer.add(tagged_episodes([7, 3], first_id=first))
+        batch = sampler.sample(2000)
+        stored = {int(k) for k in buffer.observation[buffer.locate(torch.arange(len(buffer))).row][:, 0]}
+        assert set(batch.observation[:, 0].long().tolist()) <= stored
+        assert torch.equal(batch.goal[:, 0], batch.observation[:, 0])
+
+
+def test_same_generator_state_gives_the_same_batch() -> None:
+    a, b = make_sampler(LENGTHS, her_ratio=0.8), make_sampler(LENGTHS, her_ratio=0.8)
+    assert all(torch.equal(x, y) for x, y in zip(a.sample(64), b.sample(64)))
+
+
+@pytest.mark.parametrize(
+    ("strategy", "ratio", "message"),
+    [
+        ("nearest", 0.8, r"her_strategy='nearest' is unknown: choose one of \['future', 'final', 'episode'\]"),
+        ("future", 1.5, r"her_ratio=1.5 is invalid: must be within \[0, 1\]"),
+        ("future", -0.1, r"her_ratio=-0.1 is invalid"),
+    ],
+)
+def test_invalid_options_are_named(strategy: str, ratio: float, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        make_sampler([3], strategy, ratio)
+
+
+def test_empty_buffer_says_so() -> None:
+    buffer = EpisodeBuffer(50, obs_dim=2, goal_dim=2, action_dim=2, max_episode_steps=10)
+    with pytest.raises(RuntimeError, match="empty episode buffer"):
+        HERSampler(buffer, exact_match_reward, exact_match, True).sample(4)

@@ -1,0 +1,107 @@
+"""DDPG losses and target networks: TD target by hand, gradient isolation, Polyak at the extremes."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from her_lightning.her import HERBatch
+from her_lightning.losses import actor_loss, critic_loss, td_target
+from her_lightning.networks import Actor, Critic, polyak_update
+
+
+class ConstantCritic(torch.nn.Module):
+    """Q(s, g, a) = sum(s) + 10 * sum(a): easy to compute by hand."""
+
+    def forward(self, observation: torch.Tensor, goal: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        return observation.sum(-1) + 10 * action.sum(-1)
+
+
+class HalfActor(torch.nn.Module):
+    """pi(s, g) = 0.5 everywhere."""
+
+    def forward(self, observation: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+        return torch.full_like(observation, 0.5)
+
+
+def make_batch(n: int = 8, seed: int = 0) -> HERBatch:
+    g = torch.Generator().manual_seed(seed)
+    return HERBatch(
+        observation=torch.rand(n, 2, generator=g),
+        goal=torch.rand(n, 2, generator=g),
+        action=torch.rand(n, 2, generator=g) * 2 - 1,
+        reward=-torch.randint(0, 2, (n,), generator=g).float(),
+        next_observation=torch.rand(n, 2, generator=g),
+        terminal=torch.randint(0, 2, (n,), generator=g).float(),
+    )
+
+
+def test_td_target_by_hand() -> None:
+    batch = HERBatch(
+        observation=torch.zeros(3, 2),
+        goal=torch.zeros(3, 2),
+        action=torch.zeros(3, 2),
+        reward=torch.tensor([-1.0, 0.0, -1.0]),
+        next_observation=torch.tensor([[1.0, 2.0], [3.0, 4.0], [0.5, 0.5]]),
+        terminal=torch.tensor([0.0, 1.0, 0.0]),
+    )
+    target = td_target(batch, HalfActor(), ConstantCritic(), gamma=0.9)
+    # Q'(s', pi'(s')) = sum(s') + 10 * (0.5 + 0.5) = sum(s') + 10
+    expected = torch.tensor([-1.0 + 0.9 * 13.0, 0.0, -1.0 + 0.9 * 11.0])
+    assert torch.allclose(target, expected)
+    assert not target.requires_grad
+
+
+def test_critic_loss_is_the_mean_squared_td_error() -> None:
+    batch = make_batch()
+    critic = Critic(2, 2, 2, hidden=(16,))
+    target = torch.randn(8)
+    loss, q = critic_loss(batch, critic, target)
+    assert torch.allclose(loss, ((critic(batch.observation, batch.goal, batch.action) - target) ** 2).mean())
+    assert q.shape == (8,)
+
+
+def test_actor_loss_moves_only_the_actor_when_the_critic_is_frozen() -> None:
+    torch.manual_seed(0)
+    actor, critic = Actor(2, 2, 2, hidden=(16,)), Critic(2, 2, 2, hidden=(16,))
+    critic.requires_grad_(False)
+    loss = actor_loss(make_batch(), actor, critic)
+    loss.backward()
+    assert all(p.grad is None for p in critic.parameters())
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in actor.parameters())
+
+
+def test_critic_loss_does_not_reach_the_actor_or_the_targets() -> None:
+    torch.manual_seed(0)
+    actor, critic = Actor(2, 2, 2, hidden=(16,)), Critic(2, 2, 2, hidden=(16,))
+    actor_target, critic_target = copy.deepcopy(actor), copy.deepcopy(critic)
+    batch = make_batch()
+    loss, _ = critic_loss(batch, critic, td_target(batch, actor_target, critic_target, 0.98))
+    loss.backward()
+    for module in (actor, actor_target, critic_target):
+        assert all(p.grad is None for p in module.parameters())
+    assert all(p.grad is not None for p in critic.parameters())
+
+
+@pytest.mark.parametrize("tau", [0.0, 1.0, 0.25])
+def test_polyak_update(tau: float) -> None:
+    torch.manual_seed(0)
+    source, target = Actor(2, 2, 2, hidden=(8,)), Actor(2, 2, 2, hidden=(8,))
+    before = [p.clone() for p in target.parameters()]
+    polyak_update(target, source, tau)
+    for old, new, src in zip(before, target.parameters(), source.parameters()):
+        assert torch.allclose(new, (1 - tau) * old + tau * src)
+    if tau == 0.0:
+        assert all(torch.equal(old, new) for old, new in zip(before, target.parameters()))
+    if tau == 1.0:
+        assert all(torch.equal(src, new) for src, new in zip(source.parameters(), target.parameters()))
+
+
+def test_network_shapes_and_action_bounds() -> None:
+    actor, critic = Actor(3, 2, 4, hidden=(32, 32)), Critic(3, 2, 4, hidden=(32, 32))
+    obs, goal = torch.randn(5, 3) * 100, torch.randn(5, 2) * 100
+    action = actor(obs, goal)
+    assert action.shape == (5, 4) and action.abs().max() <= 1.0
+    assert critic(obs, goal, action).shape == (5,)
