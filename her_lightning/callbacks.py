@@ -78,7 +78,7 @@ class EpisodeCollector(Callback):
 
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if stage != "fit" or self.generator is not None:
+        if self.generator is not None:
             return
         datamodule = self._datamodule(trainer)
         device = pl_module.device

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +15,9 @@ from her_lightning.buffer import EpisodeBuffer
 from her_lightning.envs import GoalEnv, make_env
 from her_lightning.her import GoalStrategy, HERBatch, HERSampler, validate_her_options
 from her_lightning.rng import derive_seed, make_generator
+
+# Lightning warns that a dataset length can be wrong with several loader workers; batches are drawn in-process.
+warnings.filterwarnings("ignore", message=r".*`IterableDataset` has `__len__` defined.*")
 
 
 @dataclass
