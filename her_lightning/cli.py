@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
+from jsonargparse import Namespace
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 
 from her_lightning.callbacks import EpisodeCollector
+from her_lightning.checkpoint import LAST_CHECKPOINT, AtomicCheckpointIO, CheckpointError, find_last_checkpoint, verify_checkpoint
 from her_lightning.data import HERDataModule
 from her_lightning.module import HERDDPG
 
@@ -15,7 +18,23 @@ class HERLightningCLI(LightningCLI):
     """LightningCLI with the collector always present, the task's sizes linked into the model, and one seed.
 
     The collector is configured under its own top-level key, ``collector:``.
+    ``--ckpt_path last`` resumes the run that wrote the newest ``last.ckpt``, in
+    its own log folder, and is an error when there is none; a checkpoint file
+    is checked before anything starts.
     """
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        if subcommand is None or not self.config[subcommand].get("ckpt_path"):
+            return
+        config = self.config[subcommand]
+        try:
+            if config.ckpt_path == "last":
+                config.ckpt_path = str(_resolve_last(config.trainer))
+            verify_checkpoint(config.ckpt_path)
+        except CheckpointError as error:
+            _fail(str(error))
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(EpisodeCollector, "collector")
@@ -32,8 +51,33 @@ class HERLightningCLI(LightningCLI):
         try:
             super().instantiate_classes()
         except ValueError as error:
-            print(f"her-lightning: error: {error}", file=sys.stderr)
-            raise SystemExit(2) from None
+            _fail(str(error))
+
+
+def _fail(message: str) -> None:
+    print(f"her-lightning: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _resolve_last(trainer: Namespace) -> str:
+    """The ``last.ckpt`` that ``--ckpt_path last`` means; pins the logger to that run's version folder."""
+    for callback in trainer.get("callbacks") or []:
+        dirpath = callback.get("init_args", {}).get("dirpath") if isinstance(callback, Namespace) else None
+        if callback.get("class_path", "").endswith("ModelCheckpoint") and dirpath:
+            checkpoint = Path(dirpath) / LAST_CHECKPOINT
+            verify_checkpoint(checkpoint)
+            return str(checkpoint)
+    logger = trainer.get("logger")
+    init_args = logger.get("init_args") if isinstance(logger, Namespace) else None
+    if init_args is None or init_args.get("save_dir") is None:
+        raise CheckpointError(
+            "--ckpt_path last needs trainer.logger with a save_dir and name (as in configs/*.yaml) "
+            "or a ModelCheckpoint with a dirpath; otherwise give the checkpoint file"
+        )
+    run_root = Path(init_args.save_dir) / (init_args.get("name") or "")
+    checkpoint, version = find_last_checkpoint(run_root, init_args.get("version"))
+    init_args.version = version  # keep logging into the same run folder
+    return str(checkpoint)
 
 
 def main(args: ArgsType = None) -> None:
@@ -42,7 +86,8 @@ def main(args: ArgsType = None) -> None:
         HERDDPG,
         HERDataModule,
         seed_everything_default=0,
-        save_config_kwargs={"overwrite": True},
+        save_config_kwargs={"overwrite": True},  # a resumed run writes its config into its own folder again
+        trainer_defaults={"plugins": [{"class_path": "her_lightning.checkpoint.AtomicCheckpointIO"}]},
         args=args,
     )
 

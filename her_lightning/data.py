@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import lightning.pytorch as pl
+from lightning.pytorch.utilities import rank_zero_warn
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
@@ -71,6 +72,9 @@ class HERDataModule(pl.LightningDataModule):
         her_ratio: Probability that a sampled transition's goal is relabelled.
         eval_episodes: Episodes per deterministic evaluation (all run at once).
         seed: Seed of the env, sampler and evaluation streams; ``None`` takes the run's ``seed_everything``.
+        save_buffer: Whether checkpoints hold the episode buffer. Without it a
+            checkpoint is much smaller, and a resumed run refills the buffer with
+            warm-up episodes before training on.
 
     Raises:
         ValueError: If an option is out of range; the message names it.
@@ -86,6 +90,7 @@ class HERDataModule(pl.LightningDataModule):
         her_ratio: float = 0.8,
         eval_episodes: int = 100,
         seed: int | None = None,
+        save_buffer: bool = True,
     ) -> None:
         super().__init__()
         self.env_config = env if env is not None else EnvConfig()
@@ -113,6 +118,7 @@ class HERDataModule(pl.LightningDataModule):
         self.her_ratio = her_ratio
         self.eval_episodes = eval_episodes
         self.seed = seed
+        self.save_buffer = save_buffer
         self.env: GoalEnv | None = None
         self.buffer: EpisodeBuffer | None = None
         self.sampler: HERSampler | None = None
@@ -163,13 +169,19 @@ class HERDataModule(pl.LightningDataModule):
         return self._eval_env
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "buffer": self.buffer.state_dict(),
-            "env": self.env.state_dict(),
-            "sampler_generator": self.sampler.generator.get_state(),
-        }
+        """The random streams and, with ``save_buffer``, the stored episodes: tensors, numbers and strings only."""
+        state = {"env": self.env.state_dict(), "sampler_generator": self.sampler.generator.get_state()}
+        if self.save_buffer:
+            state["buffer"] = self.buffer.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.buffer.load_state_dict(state["buffer"])
         self.env.load_state_dict(state["env"])
         self.sampler.generator.set_state(state["sampler_generator"])
+        if "buffer" in state:
+            self.buffer.load_state_dict(state["buffer"])
+        else:
+            rank_zero_warn(
+                "the checkpoint holds no episode buffer (it was saved with data.save_buffer: false): "
+                "the buffer starts empty and is refilled with the collector's warm-up episodes"
+            )

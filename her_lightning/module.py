@@ -154,10 +154,16 @@ class HERDDPG(pl.LightningModule):
             rank_zero_info(f"solved: {result} after {progress}")
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["counters"] = {"env_steps": self.env_steps, "episodes": self.episodes, "updates": self.updates}
+        checkpoint["counters"] = {
+            "env_steps": self.env_steps,
+            "episodes": self.episodes,
+            "updates": self.updates,
+            "solved": int(self._solved),
+        }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         counters = checkpoint.get("counters", {})
         self.env_steps = counters.get("env_steps", 0)
         self.episodes = counters.get("episodes", 0)
         self.updates = counters.get("updates", 0)
+        self._solved = bool(counters.get("solved", 0))
