@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import torch
 from jsonargparse import Namespace
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 
@@ -38,6 +39,12 @@ class HERLightningCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(EpisodeCollector, "collector")
+        parser.add_argument(
+            "--torch_threads",
+            type=int | None,
+            default=None,
+            help="CPU threads for torch (null: torch's default). Small networks train faster on one thread.",
+        )
         for key in ("obs_dim", "goal_dim", "action_dim"):
             parser.link_arguments(f"data.{key}", f"model.{key}", apply_on="instantiate")
 
@@ -45,6 +52,10 @@ class HERLightningCLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config
         if config.data.seed is None:
             config.data.seed = config.seed_everything
+        if config.torch_threads is not None:
+            if config.torch_threads < 1:
+                _fail(f"torch_threads={config.torch_threads} is invalid: must be at least 1, or null")
+            torch.set_num_threads(config.torch_threads)
 
     def instantiate_classes(self) -> None:
         """Turn an invalid option into a one-line error instead of a stack trace."""

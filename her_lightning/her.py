@@ -87,13 +87,13 @@ class HERSampler:
         if buffer.num_transitions == 0:
             raise RuntimeError("cannot sample from an empty episode buffer: collect episodes first")
         flat = torch.randint(buffer.num_transitions, (batch_size,), generator=g, device=device)
+        u_relabel, u_goal = torch.rand(2, batch_size, generator=g, device=device)
         index = buffer.locate(flat)
         next_row = (index.row + 1) % buffer.capacity
-        goal = buffer.desired_goal[index.episode]
-        relabel = torch.rand(batch_size, generator=g, device=device) < self.her_ratio
-        goal_step = self._goal_step(index.t, index.length)
+        goal_step = self._goal_step(index.t, index.length, u_goal)
         goal_row = (buffer.episode_start[index.episode] + goal_step) % buffer.capacity
-        goal = torch.where(relabel.unsqueeze(-1), buffer.achieved_goal[goal_row], goal)
+        relabel = (u_relabel < self.her_ratio).unsqueeze(-1)
+        goal = torch.where(relabel, buffer.achieved_goal[goal_row], buffer.desired_goal[index.episode])
 
         next_achieved = buffer.achieved_goal[next_row]
         reward = self.compute_reward(next_achieved, goal)
@@ -110,14 +110,13 @@ class HERSampler:
             terminal=terminal,
         )
 
-    def _goal_step(self, t: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
-        """The state (1..length) of each episode whose achieved goal becomes the relabelled goal."""
+    def _goal_step(self, t: torch.Tensor, length: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """The state (1..length) of each episode whose achieved goal becomes the relabelled goal; ``u`` in [0, 1)."""
         if self.strategy is GoalStrategy.final:
             return length
         low = t + 1 if self.strategy is GoalStrategy.future else torch.ones_like(t)
         span = length - low + 1
-        u = torch.rand(t.shape, generator=self.generator, device=t.device)
-        # The product can round up to ``span`` in float32; clamp keeps the draw inside [low, length].
+        # The product can round up to ``span`` in float32; the minimum keeps the draw inside [low, length].
         return low + torch.minimum((u * span).long(), span - 1)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import lightning.pytorch as pl
@@ -96,27 +96,41 @@ class HERDDPG(pl.LightningModule):
 
     def training_step(self, batch: HERBatch, batch_idx: int) -> None:
         actor_opt, critic_opt = self.optimizers()
+        step_stats = self.update(batch, actor_opt, critic_opt, self.manual_backward)
+        # Summed on the device and logged once per epoch: a per-step self.log costs more than the update.
+        self._update_stats = step_stats if self._update_stats is None else self._update_stats + step_stats
+        self._updates_in_epoch += 1
+
+    def update(
+        self,
+        batch: HERBatch,
+        actor_opt: torch.optim.Optimizer,
+        critic_opt: torch.optim.Optimizer,
+        backward: Callable[[torch.Tensor], None] = torch.Tensor.backward,
+    ) -> torch.Tensor:  # (3,): the values of UPDATE_METRICS
+        """One DDPG gradient step: the critic, then the actor, then a Polyak update of both targets.
+
+        ``backward`` is Lightning's ``manual_backward`` in training; the default plain
+        ``backward`` lets the same step run without a Trainer (benchmarks).
+        """
         target = td_target(batch, self.actor_target, self.critic_target, self.hparams.gamma)
         loss_c, q = critic_loss(batch, self.critic, target)
         critic_opt.zero_grad(set_to_none=True)
-        self.manual_backward(loss_c)
+        backward(loss_c)
         critic_opt.step()
 
         # The critic is frozen for the actor's step: the actor loss must not leave gradients in it.
         self.critic.requires_grad_(False)
         loss_a = actor_loss(batch, self.actor, self.critic)
         actor_opt.zero_grad(set_to_none=True)
-        self.manual_backward(loss_a)
+        backward(loss_a)
         actor_opt.step()
         self.critic.requires_grad_(True)
 
         polyak_update(self.actor_target, self.actor, self.hparams.tau)
         polyak_update(self.critic_target, self.critic, self.hparams.tau)
         self.updates += 1
-        # Summed on the device and logged once per epoch: a per-step self.log costs more than the update.
-        step_stats = torch.stack([loss_c.detach(), loss_a.detach(), q.detach().mean()])
-        self._update_stats = step_stats if self._update_stats is None else self._update_stats + step_stats
-        self._updates_in_epoch += 1
+        return torch.stack([loss_c.detach(), loss_a.detach(), q.detach().mean()])
 
     def on_train_epoch_end(self) -> None:
         if self._update_stats is None:

@@ -56,7 +56,8 @@ def rollout(
 
     Returns:
         The finished episodes. Slots whose episode has ended keep being stepped
-        until every episode has ended; what they do then is not recorded.
+        until every episode has ended; past its end, an episode's actions and
+        rewards are zeroed and its states are not to be read.
     """
     if noise_std > 0 and generator is None:
         raise ValueError("rollout with noise_std > 0 needs a generator for the noise")
@@ -66,9 +67,9 @@ def rollout(
     achieved_goal = torch.zeros(n, steps + 1, env.goal_dim, device=device)
     action = torch.zeros(n, steps, env.action_dim, device=device)
     reward = torch.zeros(n, steps, device=device)
+    success = torch.zeros(n, steps, dtype=torch.bool, device=device)
     length = torch.full((n,), steps, dtype=torch.long, device=device)
     terminated = torch.zeros(n, dtype=torch.bool, device=device)
-    success = torch.zeros(n, dtype=torch.bool, device=device)
     alive = torch.ones(n, dtype=torch.bool, device=device)
     observation[:, 0], achieved_goal[:, 0] = obs.observation, obs.achieved_goal
     desired_goal = obs.desired_goal
@@ -80,17 +81,17 @@ def rollout(
             act = (act + noise_std * noise).clamp_(-1.0, 1.0)
         result = env.step(act)
         obs = result.obs
-        # Ended slots keep their final state: write only where the episode is still running.
-        keep = alive.unsqueeze(-1)
-        observation[:, t + 1] = torch.where(keep, obs.observation, observation[:, t])
-        achieved_goal[:, t + 1] = torch.where(keep, obs.achieved_goal, achieved_goal[:, t])
-        action[:, t] = torch.where(keep, act, 0.0)
-        reward[:, t] = torch.where(alive, result.reward, 0.0)
-        success = torch.where(alive, result.success, success)
+        # Every slot is recorded; what a slot records after its episode ended is cut off below.
+        observation[:, t + 1], achieved_goal[:, t + 1] = obs.observation, obs.achieved_goal
+        action[:, t], reward[:, t], success[:, t] = act, result.reward, result.success
         done = alive & (result.terminated | result.truncated)
         terminated |= done & result.terminated
         length = torch.where(done, t + 1, length)
         alive &= ~done
         if not alive.any():
             break
-    return Episodes(observation, achieved_goal, desired_goal, action, reward, length, terminated, success)
+    valid = torch.arange(steps, device=device) < length.unsqueeze(1)  # (N, T)
+    reward = reward * valid
+    action = action * valid.unsqueeze(-1)
+    final_success = success.gather(1, (length - 1).unsqueeze(1)).squeeze(1)
+    return Episodes(observation, achieved_goal, desired_goal, action, reward, length, terminated, final_success)
