@@ -15,6 +15,7 @@ class TransitionIndex(NamedTuple):
     episode: torch.Tensor  # (B,) long, slot in the episode table
     t: torch.Tensor  # (B,) long, in [0, length - 1]
     length: torch.Tensor  # (B,) long, the episode's number of transitions
+    start: torch.Tensor  # (B,) long, storage row of the episode's first state
     row: torch.Tensor  # (B,) long, storage row of the state before the transition
 
 
@@ -55,23 +56,29 @@ class EpisodeBuffer:
                 f"i.e. max_episode_steps + 1 = {max_episode_steps + 1} states"
             )
         self.capacity = capacity
+        self.obs_dim, self.goal_dim, self.action_dim = obs_dim, goal_dim, action_dim
         self.max_episode_steps = max_episode_steps
         self.device = torch.device(device)
         max_episodes = capacity // 2  # every episode takes at least two rows
-        self.observation = torch.zeros(capacity, obs_dim, device=self.device)
-        self.achieved_goal = torch.zeros(capacity, goal_dim, device=self.device)
-        self.action = torch.zeros(capacity, action_dim, device=self.device)
-        self.episode_start = torch.zeros(max_episodes, dtype=torch.long, device=self.device)
-        self.episode_length = torch.zeros(max_episodes, dtype=torch.long, device=self.device)
+        # One row per state: [observation | achieved goal | action taken there]. Packed so that a sampled
+        # transition's fields share cache lines, which keeps sampling cost flat as the buffer grows.
+        self.rows = torch.zeros(capacity, obs_dim + goal_dim + action_dim, device=self.device)
+        self.observation, self.achieved_goal, self.action = self.split(self.rows)
+        # Per episode slot: [first storage row, number of transitions], gathered together when sampling.
+        self.episode_span = torch.zeros(max_episodes, 2, dtype=torch.long, device=self.device)
+        self.episode_start, self.episode_length = self.episode_span.unbind(-1)
         self.desired_goal = torch.zeros(max_episodes, goal_dim, device=self.device)
         self.terminated = torch.zeros(max_episodes, dtype=torch.bool, device=self.device)
         self._next_row = 0  # where the next episode starts
         self._oldest = 0  # slot of the oldest stored episode
         self._num_episodes = 0
         self._num_rows = 0
-        # Stored episodes in FIFO order and their cumulative transition counts: what sampling searches.
-        self._order = torch.zeros(0, dtype=torch.long, device=self.device)
+        # Cumulative transition counts of the stored episodes, oldest first: what sampling searches.
         self._cum_transitions = torch.zeros(0, dtype=torch.long, device=self.device)
+
+    def split(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Views of packed rows ``(..., obs + goal + action)`` as (observation, achieved goal, action)."""
+        return torch.split(rows, [self.obs_dim, self.goal_dim, self.action_dim], dim=-1)
 
     @property
     def num_episodes(self) -> int:
@@ -126,16 +133,15 @@ class EpisodeBuffer:
     def locate(self, flat: torch.Tensor) -> TransitionIndex:
         """Map transition numbers in ``[0, num_transitions)`` (oldest first) to their storage."""
         position = torch.searchsorted(self._cum_transitions, flat, right=True)
-        episode = self._order[position]
-        length = self.episode_length[episode]
-        t = flat - (self._cum_transitions[position] - length)
-        row = (self.episode_start[episode] + t) % self.capacity
-        return TransitionIndex(episode, t, length, row)
+        episode = (self._oldest + position) % self.episode_span.shape[0]
+        start, length = self.episode_span.index_select(0, episode).unbind(-1)
+        t = flat - (self._cum_transitions.index_select(0, position) - length)
+        return TransitionIndex(episode, t, length, start, (start + t) % self.capacity)
 
     def state_dict(self) -> dict[str, Any]:
         """The stored episodes, oldest first, as plain tensors (only the rows in use)."""
         rows = self._rows_in_order()
-        order = self._order
+        order = self._fifo_slots()
         return {
             "capacity": self.capacity,
             "observation": self.observation[rows].cpu(),
@@ -173,17 +179,20 @@ class EpisodeBuffer:
         overflow = self._num_rows + new_rows - self.capacity
         if overflow <= 0:
             return
-        rows_of_oldest = self.episode_length[self._order] + 1
+        rows_of_oldest = self.episode_length[self._fifo_slots()] + 1
         dropped = int(torch.searchsorted(torch.cumsum(rows_of_oldest, 0), overflow)) + 1
         self._num_rows -= int(rows_of_oldest[:dropped].sum())
         self._num_episodes -= dropped
         self._oldest = (self._oldest + dropped) % self.episode_start.numel()
 
+    def _fifo_slots(self) -> torch.Tensor:
+        """Slots of the stored episodes, oldest first."""
+        slots = self._oldest + torch.arange(self._num_episodes, device=self.device)
+        return slots % self.episode_span.shape[0]
+
     def _reindex(self) -> None:
-        max_episodes = self.episode_start.numel()
-        self._order = (self._oldest + torch.arange(self._num_episodes, device=self.device)) % max_episodes
-        self._cum_transitions = torch.cumsum(self.episode_length[self._order], 0)
+        self._cum_transitions = torch.cumsum(self.episode_length[self._fifo_slots()], 0)
 
     def _rows_in_order(self) -> torch.Tensor:
-        first = int(self.episode_start[self._order[0]]) if self._num_episodes else 0
+        first = int(self.episode_start[self._oldest]) if self._num_episodes else 0
         return (first + torch.arange(self._num_rows, device=self.device)) % self.capacity

@@ -91,24 +91,19 @@ class HERSampler:
         index = buffer.locate(flat)
         next_row = (index.row + 1) % buffer.capacity
         goal_step = self._goal_step(index.t, index.length, u_goal)
-        goal_row = (buffer.episode_start[index.episode] + goal_step) % buffer.capacity
+        goal_row = (index.start + goal_step) % buffer.capacity
         relabel = (u_relabel < self.her_ratio).unsqueeze(-1)
-        goal = torch.where(relabel, buffer.achieved_goal[goal_row], buffer.desired_goal[index.episode])
+        _, achieved, _ = buffer.split(buffer.rows.index_select(0, goal_row))  # whole rows: one contiguous gather each
+        goal = torch.where(relabel, achieved, buffer.desired_goal.index_select(0, index.episode))
 
-        next_achieved = buffer.achieved_goal[next_row]
+        observation, _, action = buffer.split(buffer.rows.index_select(0, index.row))
+        next_observation, next_achieved, _ = buffer.split(buffer.rows.index_select(0, next_row))
         reward = self.compute_reward(next_achieved, goal)
         if self.terminate_on_success:
             terminal = self.is_success(next_achieved, goal).to(reward.dtype)
         else:
             terminal = torch.zeros_like(reward)
-        return HERBatch(
-            observation=buffer.observation[index.row],
-            goal=goal,
-            action=buffer.action[index.row],
-            reward=reward,
-            next_observation=buffer.observation[next_row],
-            terminal=terminal,
-        )
+        return HERBatch(observation, goal, action, reward, next_observation, terminal)
 
     def _goal_step(self, t: torch.Tensor, length: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """The state (1..length) of each episode whose achieved goal becomes the relabelled goal; ``u`` in [0, 1)."""

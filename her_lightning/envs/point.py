@@ -73,10 +73,10 @@ class PointNavEnv:
         self.elapsed = torch.zeros(num_envs, dtype=torch.long, device=self.device)
 
     def reset(self) -> GoalObs:
-        self.position.zero_()
+        self.position = torch.zeros_like(self.position)
         self.elapsed.zero_()
-        torch.rand(self.goal.shape, generator=self.generator, device=self.device, out=self.goal)
-        self.goal.mul_(self.goal_high - self.goal_low).add_(self.goal_low)
+        goal = torch.rand(self.goal.shape, generator=self.generator, device=self.device)
+        self.goal = goal * (self.goal_high - self.goal_low) + self.goal_low
         return self._obs()
 
     def step(self, action: torch.Tensor) -> StepResult:
@@ -84,7 +84,7 @@ class PointNavEnv:
         self.elapsed += 1
         success = self.is_success(self.position, self.goal)
         truncated = (self.elapsed >= self.max_episode_steps) & ~success
-        return StepResult(self._obs(), self.compute_reward(self.position, self.goal), success, truncated, success)
+        return StepResult(self._obs(), success.to(self.position.dtype) - 1.0, success, truncated, success)
 
     def compute_reward(self, achieved_goal: torch.Tensor, desired_goal: torch.Tensor) -> torch.Tensor:
         return self.is_success(achieved_goal, desired_goal).to(achieved_goal.dtype) - 1.0
@@ -99,4 +99,5 @@ class PointNavEnv:
         self.generator.set_state(state["generator"])
 
     def _obs(self) -> GoalObs:
-        return GoalObs(self.position.clone(), self.position.clone(), self.goal.clone())
+        # Position and goal are replaced, never written in place, so handing them out without copies is safe.
+        return GoalObs(self.position, self.position, self.goal)
