@@ -3,7 +3,7 @@
 Solved means a noise-free evaluation on 100 fixed goals reaches 95% success; evaluation time is not counted.
 Both agents use the same network sizes, learning rate, discount, Polyak rate, batch size, noise, relabel ratio,
 gradient steps per episode and a uniformly random warm-up of the same length, taken from
-``configs/point2d_fast.yaml``. Needs ``pip install -e ".[bench]"``.
+``configs/point2d_fast.yaml``. Needs the ``dev`` extra (Stable-Baselines3 and Gymnasium).
 
     python benchmarks/time_to_solve.py --seeds 0 1 2
 """
@@ -127,15 +127,20 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--max-epochs", type=int, default=200, help="her_lightning's limit per seed")
     parser.add_argument("--max-episodes", type=int, default=1500, help="Stable-Baselines3's limit per seed")
+    parser.add_argument("--warmup-episodes", type=int, help="override the config's warm-up (both agents)")
     parser.add_argument("--skip-sb3", action="store_true", help="time her_lightning only")
     args = parser.parse_args()
     torch.set_num_threads(1)
     options = fast_options()
+    overrides = []
+    if args.warmup_episodes is not None:
+        options["warmup_episodes"] = args.warmup_episodes
+        overrides = ["--collector.warmup_episodes", str(args.warmup_episodes)]
     print(f"machine: {machine()}")
     print(f"shared settings (configs/point2d_fast.yaml): {options}")
     results: dict[str, list[tuple[float, int, int] | None]] = {"her_lightning": [], "stable-baselines3": []}
     for seed in args.seeds:
-        results["her_lightning"].append(her_lightning_run(seed, args.max_epochs))
+        results["her_lightning"].append(her_lightning_run(seed, args.max_epochs, *overrides))
         if not args.skip_sb3:
             results["stable-baselines3"].append(sb3_run(seed, options, args.max_episodes))
     print(f"\n{'agent':<18} {'seed':>4} {'seconds':>8} {'env steps':>10} {'updates':>8}")
