@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from enum import StrEnum
 from typing import Any
 
@@ -12,6 +13,7 @@ from lightning.pytorch.callbacks import Callback
 from torchmetrics import MeanMetric
 from typing_extensions import override
 
+from her_lightning import monitor
 from her_lightning.data import HERDataModule
 from her_lightning.envs import GoalEnv
 from her_lightning.module import HERDDPG
@@ -111,6 +113,15 @@ class EpisodeCollector(Callback):
         if "noise_generator" in state_dict:
             self.generator.set_state(state_dict["noise_generator"])
 
+    def describe(self) -> dict[str, Any]:
+        """The collector's settings as flat values, for TensorBoard's HParams tab."""
+        return {
+            "warmup_episodes": self.warmup_episodes,
+            "warmup_policy": self.warmup_policy.value,
+            "episodes_per_epoch": self.episodes_per_epoch,
+            "noise_std": self.noise_std,
+        }
+
     def _collect(
         self,
         trainer: pl.Trainer,
@@ -121,11 +132,17 @@ class EpisodeCollector(Callback):
         to_progress_bar: bool = False,
     ) -> None:
         buffer = self._datamodule(trainer).buffer
+        start, steps_before = time.perf_counter(), pl_module.env_steps
+        actions = []
         for _ in range(math.ceil(episodes / env.num_envs)):
             batch = rollout(env, policy, self.noise_std, self.generator)
             buffer.add(batch)
             self._record(pl_module, batch)
-        self._log(trainer, pl_module, to_progress_bar)
+            valid = torch.arange(batch.action.shape[1], device=batch.length.device) < batch.length.unsqueeze(1)
+            actions.append(batch.action[valid])
+        steps_per_s = (pl_module.env_steps - steps_before) / (time.perf_counter() - start)
+        self._log(trainer, pl_module, to_progress_bar, {"perf/env_steps_per_s": steps_per_s})
+        monitor.log_histogram(trainer, "train/actions", torch.cat(actions), pl_module.env_steps)
 
     def _random_policy(self, action_dim: int) -> Policy:
         def act(observation: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
@@ -141,7 +158,7 @@ class EpisodeCollector(Callback):
         self._metrics["train/episode_length"].update(batch.length.float())
         self._metrics["train/success_rate"].update(batch.success.float())
 
-    def _log(self, trainer: pl.Trainer, pl_module: HERDDPG, to_progress_bar: bool) -> None:
+    def _log(self, trainer: pl.Trainer, pl_module: HERDDPG, to_progress_bar: bool, extra: dict[str, float]) -> None:
         values = {key: float(metric.compute()) for key, metric in self._metrics.items()}
         for metric in self._metrics.values():
             metric.reset()
@@ -149,7 +166,7 @@ class EpisodeCollector(Callback):
             pl_module.log("train/episode_return", values["train/episode_return"], prog_bar=True, logger=False)
         if trainer.logger is not None:
             trainer.logger.log_metrics(
-                {**values, "buffer/transitions": float(self._datamodule(trainer).buffer.num_transitions)},
+                {**values, **extra, "buffer/transitions": float(self._datamodule(trainer).buffer.num_transitions)},
                 step=pl_module.env_steps,
             )
 

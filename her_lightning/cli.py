@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCL
 from her_lightning.callbacks import EpisodeCollector
 from her_lightning.checkpoint import LAST_CHECKPOINT, AtomicCheckpointIO, CheckpointError, find_last_checkpoint, verify_checkpoint
 from her_lightning.data import HERDataModule
+from her_lightning.export import export_policy
 from her_lightning.module import HERDDPG
 
 
@@ -91,8 +93,28 @@ def _resolve_last(trainer: Namespace) -> str:
     return str(checkpoint)
 
 
+def export_main(args: list[str]) -> None:
+    """``her-lightning export CHECKPOINT OUTPUT``: write a standalone TorchScript policy."""
+    parser = argparse.ArgumentParser(
+        prog="her-lightning export",
+        description="Write a checkpoint's policy as a TorchScript file that needs only torch to run.",
+    )
+    parser.add_argument("checkpoint", help="a training checkpoint, e.g. lightning_logs/point2d/version_0/checkpoints/last.ckpt")
+    parser.add_argument("output", help="the policy file to write, e.g. policy.pt")
+    options = parser.parse_args(args)
+    try:
+        path = export_policy(options.checkpoint, options.output)
+    except CheckpointError as error:
+        _fail(str(error))
+    print(f"exported the policy of {options.checkpoint} to {path}")
+
+
 def main(args: ArgsType = None) -> None:
-    """Entry point of the ``her-lightning`` console script."""
+    """Entry point of the ``her-lightning`` console script: LightningCLI subcommands, and ``export``."""
+    argv = sys.argv[1:] if args is None else args
+    if isinstance(argv, list) and argv[:1] == ["export"]:
+        export_main(argv[1:])
+        return
     HERLightningCLI(
         HERDDPG,
         HERDataModule,

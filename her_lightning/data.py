@@ -175,6 +175,18 @@ class HERDataModule(pl.LightningDataModule):
         """One item per evaluation: the evaluation itself is a batched rollout in ``validation_step``."""
         return DataLoader(range(1), batch_size=None)
 
+    def describe(self) -> dict[str, Any]:
+        """The data settings as flat values, for TensorBoard's HParams tab."""
+        return {
+            "env": self.env_config.id,
+            "num_envs": self.env_config.num_envs,
+            "buffer_size": self.buffer_size,
+            "batch_size": self.batch_size,
+            "batches_per_epoch": self.batches_per_epoch,
+            "her_strategy": self.her_strategy.value,
+            "her_ratio": self.her_ratio,
+        }
+
     def evaluation_env(self) -> GoalEnv:
         """The evaluation env, re-seeded so that every evaluation plays the same goals."""
         self._eval_env.load_state_dict(self._eval_env_start)

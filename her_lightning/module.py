@@ -11,6 +11,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
+from her_lightning import monitor
 from her_lightning.her import HERBatch
 from her_lightning.losses import actor_loss, critic_loss, td_target
 from her_lightning.networks import Actor, Critic, polyak_update
@@ -80,6 +81,8 @@ class HERDDPG(pl.LightningModule):
         self._solved = False
         self._update_stats: torch.Tensor | None = None  # (3,) running sums of UPDATE_METRICS
         self._updates_in_epoch = 0
+        self._epoch_start = time.perf_counter()
+        self._last_batch: HERBatch | None = None
         self._fit_start = time.perf_counter()
 
     @torch.no_grad()
@@ -100,6 +103,7 @@ class HERDDPG(pl.LightningModule):
         # Summed on the device and logged once per epoch: a per-step self.log costs more than the update.
         self._update_stats = step_stats if self._update_stats is None else self._update_stats + step_stats
         self._updates_in_epoch += 1
+        self._last_batch = batch
 
     def update(
         self,
@@ -132,16 +136,38 @@ class HERDDPG(pl.LightningModule):
         self.updates += 1
         return torch.stack([loss_c.detach(), loss_a.detach(), q.detach().mean()])
 
+    def on_train_epoch_start(self) -> None:
+        self._epoch_start = time.perf_counter()
+
     def on_train_epoch_end(self) -> None:
         if self._update_stats is None:
             return
-        means = (self._update_stats / self._updates_in_epoch).tolist()
+        means = dict(zip(UPDATE_METRICS, (self._update_stats / self._updates_in_epoch).tolist()))
+        means["perf/updates_per_s"] = self._updates_in_epoch / (time.perf_counter() - self._epoch_start)
         self._update_stats, self._updates_in_epoch = None, 0
         if self.logger is not None:
-            self.logger.log_metrics(dict(zip(UPDATE_METRICS, means)), step=self.updates)
+            self.logger.log_metrics(means, step=self.updates)
+        batch = self._last_batch
+        with torch.no_grad():
+            q = self.critic(batch.observation, batch.goal, self.actor(batch.observation, batch.goal))
+        monitor.log_histogram(self.trainer, "train/q_values", q, self.updates)
 
     def on_fit_start(self) -> None:
         self._fit_start = time.perf_counter()
+        if self.trainer.ckpt_path is None:  # a resumed run keeps the HParams entry of its start
+            monitor.log_run_start(self.trainer, self._run_hparams())
+
+    def _run_hparams(self) -> dict[str, Any]:
+        """The settings shown in TensorBoard's HParams tab."""
+        params: dict[str, Any] = {f"model/{key}": value for key, value in self.hparams.items()}
+        params["model/hidden"] = str(list(self.hparams.hidden))
+        datamodule = self.trainer.datamodule
+        if datamodule is not None and hasattr(datamodule, "describe"):
+            params.update({f"data/{key}": value for key, value in datamodule.describe().items()})
+        for callback in self.trainer.callbacks:
+            if hasattr(callback, "describe"):
+                params.update({f"collector/{key}": value for key, value in callback.describe().items()})
+        return params
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         """A deterministic (noise-free) evaluation on the datamodule's fixed evaluation goals."""
@@ -157,6 +183,9 @@ class HERDDPG(pl.LightningModule):
         self.log_dict(metrics, prog_bar=True, logger=False, batch_size=1)
         if self.logger is not None:
             self.logger.log_metrics(metrics, step=self.env_steps)
+        env = self.trainer.datamodule.evaluation_env()
+        if hasattr(env, "plot_episodes"):
+            monitor.log_figure(self.trainer, "eval/trajectories", env.plot_episodes(episodes), self.env_steps)
         progress = (
             f"{self.env_steps:,} env steps, {self.episodes:,} episodes, {self.updates:,} updates, "
             f"{time.perf_counter() - self._fit_start:.0f} s"

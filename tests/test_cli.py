@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
+import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from her_lightning.cli import main
@@ -57,7 +59,14 @@ def test_unknown_strategy_lists_the_allowed_ones(capsys: pytest.CaptureFixture[s
     assert "data.her_strategy" in err and "future,final,episode" in err
 
 
-def test_fit_from_the_shipped_config_writes_tensorboard_logs(tmp_path: Path) -> None:
+SCALARS_BY_ENV_STEPS = {
+    "train/episode_return", "train/episode_length", "train/success_rate", "eval/success_rate",
+    "eval/episode_return", "eval/episode_length", "perf/env_steps_per_s", "buffer/transitions",
+}
+SCALARS_BY_UPDATES = {"loss/critic", "loss/actor", "train/q_mean", "perf/updates_per_s"}
+
+
+def test_fit_from_the_shipped_config_logs_every_documented_key(tmp_path: Path) -> None:
     run_cli(
         "--trainer.max_epochs", "4",
         "--trainer.check_val_every_n_epoch", "2",
@@ -66,14 +75,47 @@ def test_fit_from_the_shipped_config_writes_tensorboard_logs(tmp_path: Path) -> 
         "--data.eval_episodes", "10",
     )
     (run_dir,) = (tmp_path / "point2d").iterdir()
-    events = EventAccumulator(str(run_dir))
+    events = EventAccumulator(str(run_dir), size_guidance={"images": 0, "histograms": 0, "scalars": 0})
     events.Reload()
-    tags = set(events.Tags()["scalars"])
-    expected = {"train/episode_return", "train/episode_length", "train/success_rate", "loss/critic", "loss/actor",
-                "train/q_mean", "eval/success_rate", "eval/episode_return"}
-    assert expected <= tags
+    tags = events.Tags()
+    assert set(tags["scalars"]) == SCALARS_BY_ENV_STEPS | SCALARS_BY_UPDATES
+    for tag in tags["scalars"]:
+        assert all(math.isfinite(event.value) for event in events.Scalars(tag)), tag
     # Episode metrics are plotted against environment steps, losses against gradient updates.
     env_steps = [event.step for event in events.Scalars("train/episode_return")]
     assert env_steps == sorted(env_steps) and env_steps[0] >= 20 and env_steps[-1] <= 20 * 50 + 4 * 50
-    assert [event.step for event in events.Scalars("loss/critic")] == [20, 40, 60, 80]
+    checkpoint = torch.load(next(run_dir.glob("checkpoints/last.ckpt")), weights_only=True)
+    assert env_steps[-1] == checkpoint["counters"]["env_steps"]
+    assert [event.step for event in events.Scalars("eval/success_rate")][-1] == env_steps[-1]
+    for tag in SCALARS_BY_UPDATES:
+        assert [event.step for event in events.Scalars(tag)] == [20, 40, 60, 80], tag
     assert len(events.Scalars("eval/success_rate")) == 2
+    # Pictures and distributions.
+    assert [image.step for image in events.Images("eval/trajectories")] == [
+        e.step for e in events.Scalars("eval/success_rate")
+    ]
+    assert events.Images("eval/trajectories")[0].width >= 300
+    assert set(tags["histograms"]) == {"train/actions", "train/q_values"}
+    # The HParams tab with eval/success_rate as its metric, and the success chart.
+    plugins = {key: meta.plugin_data.plugin_name for key, meta in events.summary_metadata.items()}
+    assert plugins.get("_hparams_/experiment") == "hparams"
+    assert b"eval/success_rate" in events.summary_metadata["_hparams_/experiment"].plugin_data.content
+    assert plugins.get("custom_scalars__config__") == "custom_scalars"
+
+
+def test_progress_bar_shows_evaluation_and_training_return() -> None:
+    from lightning.pytorch.cli import LightningCLI  # noqa: F401  (the CLI class below is one)
+
+    from her_lightning.cli import HERLightningCLI
+    from her_lightning.data import HERDataModule
+    from her_lightning.module import HERDDPG
+
+    cli = HERLightningCLI(
+        HERDDPG, HERDataModule, run=False, save_config_callback=None,
+        args=["--config", CONFIG, "--trainer.max_epochs", "2", "--trainer.check_val_every_n_epoch", "1",
+              "--trainer.logger", "false", "--trainer.callbacks", "[]", "--trainer.enable_checkpointing", "false",
+              "--collector.warmup_episodes", "4", "--data.eval_episodes", "4"],
+    )
+    cli.trainer.fit(cli.model, cli.datamodule)
+    shown = cli.trainer.progress_bar_metrics
+    assert {"eval/success_rate", "train/episode_return"} <= set(shown)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from her_lightning.envs.base import GoalObs, StepResult
+
+if TYPE_CHECKING:
+    from her_lightning.rollout import Episodes
 
 
 class PointNavEnv:
@@ -91,6 +94,12 @@ class PointNavEnv:
 
     def is_success(self, achieved_goal: torch.Tensor, desired_goal: torch.Tensor) -> torch.Tensor:
         return torch.linalg.vector_norm(achieved_goal - desired_goal, dim=-1) <= self.threshold
+
+    def plot_episodes(self, episodes: Episodes) -> Any:
+        """A matplotlib figure of the episodes' paths (start, goal, path, reached or not)."""
+        from her_lightning.plots import point_trajectories
+
+        return point_trajectories(episodes, self.arena_size, self.threshold)
 
     def state_dict(self) -> dict[str, Any]:
         return {"generator": self.generator.get_state()}
