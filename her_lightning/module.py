@@ -171,7 +171,8 @@ class HERDDPG(pl.LightningModule):
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         """A deterministic (noise-free) evaluation on the datamodule's fixed evaluation goals."""
-        episodes = rollout(self.trainer.datamodule.evaluation_env(), self.act)
+        env = self.trainer.datamodule.evaluation_env()
+        episodes = rollout(env, self.act)
         # Counted in Python floats: 95 of 100 must read as 0.95, not float32's 0.9499.
         success_rate = int(episodes.success.sum()) / episodes.success.numel()
         episode_return = float(episodes.episode_return.mean())
@@ -183,7 +184,6 @@ class HERDDPG(pl.LightningModule):
         self.log_dict(metrics, prog_bar=True, logger=False, batch_size=1)
         if self.logger is not None:
             self.logger.log_metrics(metrics, step=self.env_steps)
-        env = self.trainer.datamodule.evaluation_env()
         if hasattr(env, "plot_episodes"):
             monitor.log_figure(self.trainer, "eval/trajectories", env.plot_episodes(episodes), self.env_steps)
         progress = (

@@ -18,21 +18,22 @@ def point_trajectories(episodes: Episodes, arena_size: float, threshold: float, 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    figure, ax = plt.subplots(figsize=(5, 5), dpi=100)
+    from matplotlib.collections import EllipseCollection, LineCollection
+
     count = min(max_episodes, episodes.length.numel())
-    for i in range(count):
-        length = int(episodes.length[i])
-        path = episodes.achieved_goal[i, : length + 1].detach().cpu()
-        goal = episodes.desired_goal[i].detach().cpu()
-        color = "tab:green" if bool(episodes.success[i]) else "tab:red"
-        ax.plot(path[:, 0], path[:, 1], "-", color=color, alpha=0.7, linewidth=1.2)
-        ax.plot(path[-1, 0], path[-1, 1], ".", color=color, markersize=5)
-        ax.add_patch(plt.Circle((float(goal[0]), float(goal[1])), threshold, color=color, fill=False, linewidth=1))
-        ax.plot(float(goal[0]), float(goal[1]), "x", color="black", markersize=4)
+    reached = episodes.success[:count].cpu()
+    colors = ["tab:green" if ok else "tab:red" for ok in reached.tolist()]
+    paths = [episodes.achieved_goal[i, : int(episodes.length[i]) + 1].detach().cpu().numpy() for i in range(count)]
+    goals = episodes.desired_goal[:count].detach().cpu().numpy()
+    # Collections draw all episodes in one artist each: a figure per evaluation stays cheap.
+    figure, ax = plt.subplots(figsize=(4.5, 4.5), dpi=90)
+    ax.add_collection(LineCollection(paths, colors=colors, linewidths=1.2, alpha=0.7))
+    ax.add_collection(EllipseCollection(2 * threshold, 2 * threshold, 0, units="xy", offsets=goals,
+                                        offset_transform=ax.transData, facecolors="none", edgecolors=colors))
+    ax.scatter(goals[:, 0], goals[:, 1], marker="x", color="black", s=12, linewidths=1)
     start = episodes.achieved_goal[0, 0].detach().cpu()
-    ax.plot(float(start[0]), float(start[1]), "o", color="tab:blue", markersize=8, label="start")
-    reached = int(episodes.success[:count].sum())
-    ax.set_title(f"{reached}/{count} reached (green), goals x with radius {threshold}")
+    ax.scatter([float(start[0])], [float(start[1])], color="tab:blue", s=50, zorder=3)
+    ax.set_title(f"{int(reached.sum())}/{count} reached (green); goals x, radius {threshold}", fontsize=10)
     ax.set_xlim(-0.1, arena_size + 0.1)
     ax.set_ylim(-0.1, arena_size + 0.1)
     ax.set_aspect("equal")
