@@ -147,10 +147,11 @@ class HERDDPG(pl.LightningModule):
         self._update_stats, self._updates_in_epoch = None, 0
         if self.logger is not None:
             self.logger.log_metrics(means, step=self.updates)
-        batch = self._last_batch
-        with torch.no_grad():
-            q = self.critic(batch.observation, batch.goal, self.actor(batch.observation, batch.goal))
-        monitor.log_histogram(self.trainer, "train/q_values", q, self.updates)
+        if monitor.tensorboard(self.trainer) is not None:
+            batch = self._last_batch
+            with torch.no_grad():
+                q = self.critic(batch.observation, batch.goal, self.actor(batch.observation, batch.goal))
+            monitor.log_histogram(self.trainer, "train/q_values", q, self.updates)
 
     def on_fit_start(self) -> None:
         self._fit_start = time.perf_counter()
