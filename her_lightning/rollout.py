@@ -33,10 +33,6 @@ class Episodes(NamedTuple):
     def episode_return(self) -> torch.Tensor:  # (N,)
         return self.reward.sum(dim=1)
 
-    @property
-    def truncated(self) -> torch.Tensor:  # (N,) bool: ended by the time limit
-        return ~self.terminated
-
 
 @torch.no_grad()
 def rollout(
