@@ -11,7 +11,7 @@ from jsonargparse import Namespace
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 
 from her_lightning.callbacks import EpisodeCollector
-from her_lightning.checkpoint import LAST_CHECKPOINT, AtomicCheckpointIO, CheckpointError, find_last_checkpoint, verify_checkpoint
+from her_lightning.checkpoint import LAST_CHECKPOINT, CheckpointError, find_last_checkpoint, verify_checkpoint
 from her_lightning.data import HERDataModule
 from her_lightning.export import export_policy
 from her_lightning.module import HERDDPG
@@ -77,9 +77,7 @@ def _resolve_last(trainer: Namespace) -> str:
     for callback in trainer.get("callbacks") or []:
         dirpath = callback.get("init_args", {}).get("dirpath") if isinstance(callback, Namespace) else None
         if callback.get("class_path", "").endswith("ModelCheckpoint") and dirpath:
-            checkpoint = Path(dirpath) / LAST_CHECKPOINT
-            verify_checkpoint(checkpoint)
-            return str(checkpoint)
+            return str(Path(dirpath) / LAST_CHECKPOINT)  # checked by the caller like any checkpoint path
     logger = trainer.get("logger")
     init_args = logger.get("init_args") if isinstance(logger, Namespace) else None
     if init_args is None or init_args.get("save_dir") is None:
@@ -99,7 +97,9 @@ def export_main(args: list[str]) -> None:
         prog="her-lightning export",
         description="Write a checkpoint's policy as a TorchScript file that needs only torch to run.",
     )
-    parser.add_argument("checkpoint", help="a training checkpoint, e.g. lightning_logs/point2d/version_0/checkpoints/last.ckpt")
+    parser.add_argument(
+        "checkpoint", help="a training checkpoint, e.g. lightning_logs/point2d/version_0/checkpoints/last.ckpt"
+    )
     parser.add_argument("output", help="the policy file to write, e.g. policy.pt")
     options = parser.parse_args(args)
     try:
