@@ -34,7 +34,7 @@ def test_print_config_shows_every_section(capsys: pytest.CaptureFixture[str]) ->
         (("--data.her_ratio", "1.5"), "her_ratio=1.5 is invalid: must be within [0, 1]"),
         (("--data.batch_size", "0"), "batch_size=0 is invalid: must be at least 1"),
         (("--data.buffer_size", "50"), "buffer_size=50 is invalid: must hold one whole episode"),
-        (("--data.env.id", "nope"), "env id='nope' is unknown: choose one of ['point2d']"),
+        (("--data.env.id", "nope"), "env id='nope' is unknown: it is not built in (point2d)"),
         (("--model.gamma", "1.5"), "gamma=1.5 is invalid: must be within [0, 1]"),
         (("--collector.noise_std", "-1"), "noise_std=-1.0 is invalid: must be at least 0"),
         (("--collector.episodes_per_epoch", "0"), "episodes_per_epoch=0 is invalid: must be at least 1"),

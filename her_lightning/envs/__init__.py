@@ -1,4 +1,4 @@
-"""Tasks: the batched goal-env protocol, the built-in point task and the factory that picks one by id."""
+"""Tasks: the batched goal-env protocol, the built-in point task, the Gymnasium adapter and the factory that picks one."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 from her_lightning.envs.base import GoalEnv, GoalObs, StepResult
+from her_lightning.envs.gymnasium_env import GymnasiumGoalEnv
 from her_lightning.envs.point import PointNavEnv
 
 BUILTIN_ENVS = {"point2d": PointNavEnv}
@@ -17,12 +18,15 @@ def make_env(
 ) -> GoalEnv:
     """Build a batch of ``num_envs`` episodes of the task named ``env_id``.
 
+    ``env_id`` is a built-in task (``point2d``) or any registered Gymnasium goal-conditioned env
+    (e.g. ``FetchReach-v4`` with the ``robotics`` extra installed); ``kwargs`` go to its constructor.
+
     Raises:
-        ValueError: If ``env_id`` names no known task.
+        ValueError: If ``env_id`` names no known task, or the task is not usable; the message says why.
     """
-    if env_id not in BUILTIN_ENVS:
-        raise ValueError(f"env id={env_id!r} is unknown: choose one of {sorted(BUILTIN_ENVS)}")
-    return BUILTIN_ENVS[env_id](num_envs=num_envs, seed=seed, device=device, **kwargs)
+    if env_id in BUILTIN_ENVS:
+        return BUILTIN_ENVS[env_id](num_envs=num_envs, seed=seed, device=device, **kwargs)
+    return GymnasiumGoalEnv(env_id, num_envs=num_envs, seed=seed, device=device, **kwargs)
 
 
-__all__ = ["BUILTIN_ENVS", "GoalEnv", "GoalObs", "PointNavEnv", "StepResult", "make_env"]
+__all__ = ["BUILTIN_ENVS", "GoalEnv", "GoalObs", "GymnasiumGoalEnv", "PointNavEnv", "StepResult", "make_env"]
