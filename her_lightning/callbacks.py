@@ -137,6 +137,7 @@ class EpisodeCollector(Callback):
         for _ in range(math.ceil(episodes / env.num_envs)):
             batch = rollout(env, policy, self.noise_std, self.generator)
             buffer.add(batch)
+            pl_module.observe(batch)
             self._record(pl_module, batch)
             valid = torch.arange(batch.action.shape[1], device=batch.length.device) < batch.length.unsqueeze(1)
             actions.append(batch.action[valid])

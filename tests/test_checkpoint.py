@@ -60,11 +60,27 @@ def assert_same(a: object, b: object, where: str = "checkpoint") -> None:
         assert a == b, f"{where}: {a!r} != {b!r}"
 
 
-def test_stop_and_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
+VARIANTS = {
+    "ddpg": [],
+    # Every option that keeps state of its own: input statistics, a second critic, the target noise stream.
+    "td3_normalized": ["--model.normalize_inputs", "true", "--model.twin_critics", "true",
+                       "--model.target_policy_noise", "0.2", "--model.policy_delay", "2",
+                       "--model.action_l2", "1.0", "--model.clip_target", "true"],
+    # A Gymnasium env: its copies' random streams must come back too.
+    "gymnasium_env": ["--data.env.id", "goal_envs:ToyReach-v0", "--data.env.num_envs", "2",
+                      "--model.normalize_inputs", "true"],
+}
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_stop_and_resume_equals_an_uninterrupted_run(tmp_path: Path, variant: str) -> None:
     """Bitwise: on the CPU every operation here (fused Adam included) is deterministic for a fixed thread count."""
-    fit(tmp_path / "straight", 6)
-    fit(tmp_path / "resumed", 3)
-    fit(tmp_path / "resumed", 6, "--ckpt_path", "last")
+    if variant == "gymnasium_env":
+        pytest.importorskip("gymnasium", reason="the Gymnasium adapter needs gymnasium")
+    options = VARIANTS[variant]
+    fit(tmp_path / "straight", 6, *options)
+    fit(tmp_path / "resumed", 3, *options)
+    fit(tmp_path / "resumed", 6, "--ckpt_path", "last", *options)
 
     straight = torch.load(last_checkpoint(tmp_path / "straight"), weights_only=True)
     resumed = torch.load(last_checkpoint(tmp_path / "resumed"), weights_only=True)

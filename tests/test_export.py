@@ -17,12 +17,17 @@ ROOT = Path(__file__).parents[1]
 CONFIG = str(ROOT / "configs" / "point2d.yaml")
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+@pytest.fixture(scope="module", params=[False, True], ids=["raw_inputs", "normalized_inputs"])
+def checkpoint(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     save_dir = tmp_path_factory.mktemp("run")
     main(["fit", "--config", CONFIG, "--trainer.max_epochs", "3", "--collector.warmup_episodes", "20",
-          "--data.eval_episodes", "10", "--trainer.logger.init_args.save_dir", str(save_dir)])
-    return next(save_dir.glob("point2d/version_0/checkpoints/last.ckpt"))
+          "--data.eval_episodes", "10", "--trainer.logger.init_args.save_dir", str(save_dir),
+          "--model.normalize_inputs", str(request.param).lower()])
+    path = next(save_dir.glob("point2d/version_0/checkpoints/last.ckpt"))
+    if request.param:  # the statistics must be real ones, or the test below could not tell them from none
+        weights = torch.load(path, weights_only=True)["state_dict"]
+        assert weights["obs_normalizer.count"] > 0 and weights["obs_normalizer.std"].ne(1.0).all()
+    return path
 
 
 def test_exported_policy_acts_like_the_module_in_a_fresh_process(checkpoint: Path, tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""DDPG losses and target networks: TD target by hand, gradient isolation, Polyak at the extremes."""
+"""DDPG and TD3 losses and target networks: targets by hand, gradient isolation, Polyak at the extremes."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from her_lightning.her import HERBatch
-from her_lightning.losses import actor_loss, critic_loss, td_target
+from her_lightning.losses import TargetSmoothing, actor_loss, critic_loss, td_target
 from her_lightning.networks import Actor, Critic, polyak_update
 
 
@@ -47,18 +47,79 @@ def test_td_target_by_hand() -> None:
         next_observation=torch.tensor([[1.0, 2.0], [3.0, 4.0], [0.5, 0.5]]),
         terminal=torch.tensor([0.0, 1.0, 0.0]),
     )
-    target = td_target(batch, HalfActor(), ConstantCritic(), gamma=0.9)
+    target = td_target(batch, HalfActor(), [ConstantCritic()], gamma=0.9)
     # Q'(s', pi'(s')) = sum(s') + 10 * (0.5 + 0.5) = sum(s') + 10
     expected = torch.tensor([-1.0 + 0.9 * 13.0, 0.0, -1.0 + 0.9 * 11.0])
     assert torch.allclose(target, expected)
     assert not target.requires_grad
 
 
+class ShiftedCritic(ConstantCritic):
+    """ConstantCritic plus a constant."""
+
+    def __init__(self, shift: float) -> None:
+        super().__init__()
+        self.shift = shift
+
+    def forward(self, observation: torch.Tensor, goal: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        return super().forward(observation, goal, action) + self.shift
+
+
+def test_twin_target_takes_the_smaller_value_per_row() -> None:
+    batch = make_batch()
+    low, high = ShiftedCritic(-1.0), ShiftedCritic(2.0)
+    expected = td_target(batch, HalfActor(), [low], gamma=0.9)
+    assert torch.equal(td_target(batch, HalfActor(), [high, low], gamma=0.9), expected)
+    assert torch.equal(td_target(batch, HalfActor(), [low, high], gamma=0.9), expected)
+
+
+def test_target_clipping_bounds_the_target() -> None:
+    batch = make_batch()._replace(terminal=torch.zeros(8))
+    target = td_target(batch, HalfActor(), [ShiftedCritic(100.0)], gamma=0.9, value_range=(-10.0, 0.0))
+    assert torch.equal(target, torch.zeros(8))
+    target = td_target(batch, HalfActor(), [ShiftedCritic(-1000.0)], gamma=0.9, value_range=(-10.0, 0.0))
+    assert torch.equal(target, torch.full((8,), -10.0))
+
+
+def test_target_smoothing_adds_clipped_seeded_noise_to_the_target_action() -> None:
+    batch = make_batch()._replace(terminal=torch.zeros(8), next_observation=torch.zeros(8, 2))
+    plain = td_target(batch, HalfActor(), [ConstantCritic()], gamma=1.0)
+
+    def smoothed(std: float, clip: float, seed: int = 0) -> torch.Tensor:
+        smoothing = TargetSmoothing(std, clip, torch.Generator().manual_seed(seed))
+        return td_target(batch, HalfActor(), [ConstantCritic()], gamma=1.0, smoothing=smoothing)
+
+    # Q' = 10 * sum(action): the noise on each of the 2 action dims moves the target by 10 times its value.
+    shift = smoothed(1.0, 0.1) - plain
+    assert 0 < shift.abs().max() <= 10 * 2 * 0.1 + 1e-5
+    assert torch.equal(smoothed(1.0, 0.1), smoothed(1.0, 0.1))
+    assert not torch.equal(smoothed(1.0, 0.1), smoothed(1.0, 0.1, seed=1))
+    # The noisy action stays in [-1, 1]: from 0.5 it rises by 0.5 at most, so each dim adds at most 5.
+    assert (smoothed(100.0, 100.0) - plain).max() <= 10.0 + 1e-5
+
+
+def test_action_l2_penalty_adds_the_mean_squared_action() -> None:
+    torch.manual_seed(0)
+    actor, critic, batch = Actor(2, 2, 2, hidden=(16,)), Critic(2, 2, 2, hidden=(16,)), make_batch()
+    action = actor(batch.observation, batch.goal)
+    expected = actor_loss(batch, actor, critic) + 0.5 * action.square().mean()
+    assert torch.allclose(actor_loss(batch, actor, critic, action_l2=0.5), expected)
+
+
+def test_twin_critic_loss_sums_both_errors() -> None:
+    torch.manual_seed(0)
+    batch, target = make_batch(), torch.randn(8)
+    first, second = Critic(2, 2, 2, hidden=(16,)), Critic(2, 2, 2, hidden=(16,))
+    loss, q = critic_loss(batch, [first, second], target)
+    assert torch.allclose(loss, critic_loss(batch, [first], target)[0] + critic_loss(batch, [second], target)[0])
+    assert torch.equal(q, first(batch.observation, batch.goal, batch.action))
+
+
 def test_critic_loss_is_the_mean_squared_td_error() -> None:
     batch = make_batch()
     critic = Critic(2, 2, 2, hidden=(16,))
     target = torch.randn(8)
-    loss, q = critic_loss(batch, critic, target)
+    loss, q = critic_loss(batch, [critic], target)
     assert torch.allclose(loss, ((critic(batch.observation, batch.goal, batch.action) - target) ** 2).mean())
     assert q.shape == (8,)
 
@@ -78,7 +139,7 @@ def test_critic_loss_does_not_reach_the_actor_or_the_targets() -> None:
     actor, critic = Actor(2, 2, 2, hidden=(16,)), Critic(2, 2, 2, hidden=(16,))
     actor_target, critic_target = copy.deepcopy(actor), copy.deepcopy(critic)
     batch = make_batch()
-    loss, _ = critic_loss(batch, critic, td_target(batch, actor_target, critic_target, 0.98))
+    loss, _ = critic_loss(batch, [critic], td_target(batch, actor_target, [critic_target], 0.98))
     loss.backward()
     for module in (actor, actor_target, critic_target):
         assert all(p.grad is None for p in module.parameters())

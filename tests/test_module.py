@@ -1,0 +1,91 @@
+"""The learner's options: input normalization (statistics, what it sees, where it applies) and TD3's delayed updates."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import tagged_episodes
+from her_lightning.her import HERBatch
+from her_lightning.module import HERDDPG
+from her_lightning.normalizer import RunningNormalizer
+
+
+def test_running_statistics_equal_those_of_all_rows_seen() -> None:
+    data = torch.randn(1000, 3, generator=torch.Generator().manual_seed(0)) * torch.tensor([1.0, 10.0, 0.1]) + 4.0
+    normalizer = RunningNormalizer(3, clip=100.0, eps=1e-6)
+    for chunk in data.split(137):
+        normalizer.update(chunk)
+    assert torch.allclose(normalizer.mean, data.mean(0), atol=1e-5)
+    assert torch.allclose(normalizer.std, data.std(0, correction=0), rtol=1e-5)
+    assert torch.allclose(normalizer(data).mean(0), torch.zeros(3), atol=1e-4)
+
+
+def test_normalized_values_are_clipped_and_constant_features_do_not_blow_up() -> None:
+    normalizer = RunningNormalizer(2, clip=5.0, eps=0.01)
+    normalizer.update(torch.tensor([[0.0, 3.0], [2.0, 3.0]]))  # feature 1 is constant
+    assert torch.equal(normalizer.std, torch.tensor([1.0, 0.01]))
+    out = normalizer(torch.tensor([[100.0, 3.0], [-100.0, 3.5]]))
+    assert torch.equal(out, torch.tensor([[5.0, 0.0], [-5.0, 5.0]]))
+
+
+@pytest.mark.parametrize(("name", "value"), [("norm_clip", 0.0), ("policy_delay", 0), ("action_l2", -1.0)])
+def test_invalid_options_name_themselves(name: str, value: float) -> None:
+    with pytest.raises(ValueError, match=f"{name}={value} is invalid"):
+        HERDDPG(2, 2, 2, **{name: value})
+
+
+def test_statistics_come_from_the_valid_states_and_goals_of_collected_episodes() -> None:
+    model = HERDDPG(2, 2, 2, hidden=(8,), normalize_inputs=True)
+    # States (k, s) for s <= length; the padding past each end holds larger s that must not count.
+    model.observe(tagged_episodes([2, 3], max_steps=10))
+    steps = torch.tensor([0.0, 1, 2, 0, 1, 2, 3])
+    ids = torch.tensor([0.0, 0, 0, 1, 1, 1, 1])
+    assert torch.allclose(model.obs_normalizer.mean, torch.stack([ids.mean(), steps.mean()]))
+    # Goals: the same achieved goals plus the two desired goals (k, -1).
+    goal_ids, goal_steps = torch.cat([ids, torch.tensor([0.0, 1])]), torch.cat([steps, torch.tensor([-1.0, -1])])
+    assert torch.allclose(model.goal_normalizer.mean, torch.stack([goal_ids.mean(), goal_steps.mean()]))
+    assert model.obs_normalizer.count.item() == 7
+
+
+def test_the_policy_and_the_update_see_normalized_inputs() -> None:
+    torch.manual_seed(0)
+    model = HERDDPG(2, 2, 2, hidden=(8,), normalize_inputs=True)
+    model.observe(tagged_episodes([5, 9], max_steps=10))
+    observation, goal = torch.rand(4, 2) * 9, torch.rand(4, 2) * 9
+    expected = model.actor(model.obs_normalizer(observation), model.goal_normalizer(goal))
+    assert torch.equal(model.act(observation, goal), expected)
+    assert not torch.allclose(model.act(observation, goal), model.actor(observation, goal))
+    batch = HERBatch(observation, goal, torch.zeros(4, 2), torch.zeros(4), observation + 1, torch.zeros(4))
+    seen = model.normalize(batch)
+    assert torch.equal(seen.next_observation, model.obs_normalizer(observation + 1))
+    assert torch.equal(seen.action, batch.action) and torch.equal(seen.reward, batch.reward)
+
+
+def test_without_normalization_inputs_pass_through_and_nothing_is_stored() -> None:
+    model = HERDDPG(2, 2, 2, hidden=(8,))
+    model.observe(tagged_episodes([3], max_steps=4))
+    assert not any("normalizer" in key for key in model.state_dict())
+    observation, goal = torch.rand(4, 2), torch.rand(4, 2)
+    assert torch.equal(model.act(observation, goal), model.actor(observation, goal))
+
+
+def test_delayed_policy_updates_move_the_actor_and_targets_every_nth_critic_step() -> None:
+    torch.manual_seed(0)
+    model = HERDDPG(2, 2, 2, hidden=(8,), policy_delay=3, twin_critics=True)
+    actor_opt, critic_opt = model.configure_optimizers()
+    g = torch.Generator().manual_seed(1)
+    batch = HERBatch(*(torch.rand(16, 2, generator=g) for _ in range(3)), -torch.ones(16),
+                     torch.rand(16, 2, generator=g), torch.zeros(16))
+
+    def snapshot(module: torch.nn.Module) -> list[torch.Tensor]:
+        return [p.detach().clone() for p in module.parameters()]
+
+    watched = [model.actor, model.actor_target, model.critic_target, model.critic_twin_target]
+    for step in range(1, 7):
+        before, critics_before = [snapshot(m) for m in watched], snapshot(model.critic_twin)
+        stats = model.update(batch, actor_opt, critic_opt)
+        moved = [any(not torch.equal(a, b) for a, b in zip(old, m.parameters())) for old, m in zip(before, watched)]
+        assert moved == [step % 3 == 0] * 4, f"update {step}"
+        assert any(not torch.equal(a, b) for a, b in zip(critics_before, model.critic_twin.parameters()))
+        assert stats[3].item() == float(step % 3 == 0)
