@@ -45,6 +45,8 @@ class EpisodeCollector(Callback):
         warmup_policy: ``actor`` (untrained actor plus noise) or ``random`` (uniform actions).
         episodes_per_epoch: Episodes collected at the start of every epoch.
         noise_std: Standard deviation of the Gaussian exploration noise, in action units.
+        random_action_prob: Probability that an action is replaced by a uniformly random one
+            (HER's Fetch setting: 0.3).
         warmup_batch: Warm-up episodes played at once; ``None`` plays them all at once.
 
     Raises:
@@ -58,6 +60,7 @@ class EpisodeCollector(Callback):
         episodes_per_epoch: int = 1,
         noise_std: float = 0.1,
         warmup_batch: int | None = None,
+        random_action_prob: float = 0.0,
     ) -> None:
         if warmup_episodes < 0:
             raise ValueError(f"warmup_episodes={warmup_episodes} is invalid: must be at least 0")
@@ -65,6 +68,8 @@ class EpisodeCollector(Callback):
             raise ValueError(f"episodes_per_epoch={episodes_per_epoch} is invalid: must be at least 1")
         if noise_std < 0:
             raise ValueError(f"noise_std={noise_std} is invalid: must be at least 0")
+        if not 0.0 <= random_action_prob <= 1.0:
+            raise ValueError(f"random_action_prob={random_action_prob} is invalid: must be within [0, 1]")
         if warmup_batch is not None and warmup_batch < 1:
             raise ValueError(f"warmup_batch={warmup_batch} is invalid: must be at least 1, or null for all at once")
         allowed = [p.value for p in WarmupPolicy]
@@ -75,6 +80,7 @@ class EpisodeCollector(Callback):
         self.episodes_per_epoch = episodes_per_epoch
         self.noise_std = noise_std
         self.warmup_batch = warmup_batch
+        self.random_action_prob = random_action_prob
         self.generator: torch.Generator | None = None
         self._metrics: dict[str, MeanMetric] = {}
 
@@ -120,6 +126,7 @@ class EpisodeCollector(Callback):
             "warmup_policy": self.warmup_policy.value,
             "episodes_per_epoch": self.episodes_per_epoch,
             "noise_std": self.noise_std,
+            "random_action_prob": self.random_action_prob,
         }
 
     def _collect(
@@ -135,7 +142,7 @@ class EpisodeCollector(Callback):
         start, steps_before = time.perf_counter(), pl_module.env_steps
         actions = []
         for _ in range(math.ceil(episodes / env.num_envs)):
-            batch = rollout(env, policy, self.noise_std, self.generator)
+            batch = rollout(env, policy, self.noise_std, self.generator, self.random_action_prob)
             buffer.add(batch)
             pl_module.observe(batch)
             self._record(pl_module, batch)

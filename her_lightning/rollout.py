@@ -40,6 +40,7 @@ def rollout(
     policy: Policy,
     noise_std: float = 0.0,
     generator: torch.Generator | None = None,
+    random_action_prob: float = 0.0,
 ) -> Episodes:
     """Play one episode in each of the env's ``num_envs`` slots, all at once.
 
@@ -48,15 +49,17 @@ def rollout(
         policy: The acting policy.
         noise_std: Standard deviation of the Gaussian exploration noise added to
             the policy's action (the sum is clipped to ``[-1, 1]``).
-        generator: The noise stream; required when ``noise_std > 0``.
+        generator: The exploration stream; required when exploring.
+        random_action_prob: Probability that an episode's action at a step is
+            replaced by a uniformly random one (HER's ``random_eps``).
 
     Returns:
         The finished episodes. Slots whose episode has ended keep being stepped
         until every episode has ended; past its end, an episode's actions and
         rewards are zeroed and its states are not to be read.
     """
-    if noise_std > 0 and generator is None:
-        raise ValueError("rollout with noise_std > 0 needs a generator for the noise")
+    if (noise_std > 0 or random_action_prob > 0) and generator is None:
+        raise ValueError("rollout with exploration (noise_std or random_action_prob > 0) needs a generator")
     n, steps, device = env.num_envs, env.max_episode_steps, env.device
     obs = env.reset()
     observation = torch.zeros(n, steps + 1, env.obs_dim, device=device)
@@ -75,6 +78,10 @@ def rollout(
         if noise_std > 0:
             noise = torch.randn(act.shape, generator=generator, device=device)
             act = (act + noise_std * noise).clamp_(-1.0, 1.0)
+        if random_action_prob > 0:
+            replace = torch.rand(n, 1, generator=generator, device=device) < random_action_prob
+            uniform = torch.rand(act.shape, generator=generator, device=device) * 2.0 - 1.0
+            act = torch.where(replace, uniform, act)
         result = env.step(act)
         obs = result.obs
         # Every slot is recorded; what a slot records after its episode ended is cut off below.

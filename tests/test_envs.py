@@ -1,4 +1,4 @@
-"""The point task against the spec: dynamics, bounds, goal range, threshold and time limit."""
+"""The point task against the spec (dynamics, bounds, goal range, threshold, time limit) and rollout exploration."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from her_lightning.envs import GoalEnv, PointNavEnv, make_env
+from her_lightning.rollout import rollout
 
 
 def test_reset_starts_at_origin_with_goals_in_range() -> None:
@@ -62,7 +63,6 @@ def test_time_limit_truncates_and_is_not_a_terminal() -> None:
 
 def test_optimal_return_matches_the_spec() -> None:
     """A straight-line policy reaches every goal in 4 or 5 steps: expected return about -3.58."""
-    from her_lightning.rollout import rollout
 
     env = PointNavEnv(num_envs=20000, seed=3)
     episodes = rollout(env, lambda obs, goal: (goal - obs).clamp(-1.0, 1.0))
@@ -98,3 +98,22 @@ def test_invalid_options_are_named(kwargs: dict, message: str) -> None:
 def test_unknown_env_id_names_the_built_in_ones() -> None:
     with pytest.raises(ValueError, match=r"env id='nope' is unknown: it is not built in \(point2d\)"):
         make_env("nope", 1, 0)
+
+
+@pytest.mark.parametrize("prob", [0.0, 0.3, 1.0])
+def test_random_actions_replace_the_policys_at_the_given_rate(prob: float) -> None:
+    env = PointNavEnv(num_envs=64, seed=0)
+    episodes = rollout(env, lambda obs, goal: torch.full((obs.shape[0], 2), 0.5), 0.0, torch.Generator().manual_seed(0),
+                       random_action_prob=prob)
+    valid = torch.arange(50) < episodes.length[:, None]
+    actions = episodes.action[valid]
+    replaced = (actions != 0.5).all(dim=-1)
+    assert torch.equal(replaced, (actions != 0.5).any(dim=-1))  # a whole action is replaced, never one coordinate
+    assert abs(replaced.float().mean().item() - prob) < 0.03  # over about 3,000 actions
+    if prob == 1.0:
+        assert actions.abs().max() <= 1.0 and actions.mean().abs() < 0.05
+
+
+def test_exploring_without_a_generator_is_an_error() -> None:
+    with pytest.raises(ValueError, match="needs a generator"):
+        rollout(PointNavEnv(), lambda obs, goal: torch.zeros(obs.shape[0], 2), random_action_prob=0.3)
