@@ -104,6 +104,8 @@ class EpisodeCollector(Callback):
         if self.warmup_policy is WarmupPolicy.random:
             policy = self._random_policy(env.action_dim)
         self._collect(trainer, pl_module, env, policy, self.warmup_episodes)
+        if hasattr(env, "close"):  # Gymnasium copies may hold simulators or subprocesses
+            env.close()
 
     @override
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: HERDDPG) -> None:
