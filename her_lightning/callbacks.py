@@ -15,6 +15,7 @@ from typing_extensions import override
 
 from her_lightning import monitor
 from her_lightning.data import HERDataModule
+from her_lightning.distributed import gather_rank_states, rank_stream, select_rank_state, sum_over_ranks
 from her_lightning.envs import GoalEnv
 from her_lightning.module import HERDDPG
 from her_lightning.rng import make_generator
@@ -90,7 +91,7 @@ class EpisodeCollector(Callback):
             return
         datamodule = self._datamodule(trainer)
         device = pl_module.device
-        self.generator = make_generator(datamodule.seed, "noise", device)
+        self.generator = make_generator(datamodule.seed, rank_stream("noise"), device)
         keys = ("train/episode_return", "train/episode_length", "train/success_rate")
         self._metrics = {key: MeanMetric().to(device) for key in keys}
 
@@ -99,7 +100,7 @@ class EpisodeCollector(Callback):
         datamodule = self._datamodule(trainer)
         if datamodule.buffer.num_episodes > 0 or self.warmup_episodes == 0:
             return
-        env = datamodule.make_env(self.warmup_batch or self.warmup_episodes, "warmup")
+        env = datamodule.make_env(self.warmup_batch or self.warmup_episodes, rank_stream("warmup"))
         policy = pl_module.act
         if self.warmup_policy is WarmupPolicy.random:
             policy = self._random_policy(env.action_dim)
@@ -114,12 +115,12 @@ class EpisodeCollector(Callback):
 
     @override
     def state_dict(self) -> dict[str, Any]:
-        return {"noise_generator": self.generator.get_state()} if self.generator is not None else {}
+        return gather_rank_states({"noise_generator": self.generator.get_state()}) if self.generator is not None else {}
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        if "noise_generator" in state_dict:
-            self.generator.set_state(state_dict["noise_generator"])
+        if state_dict:
+            self.generator.set_state(select_rank_state(state_dict, "exploration noise stream")["noise_generator"])
 
     def describe(self) -> dict[str, Any]:
         """The collector's settings as flat values, for TensorBoard's HParams tab."""
@@ -141,17 +142,24 @@ class EpisodeCollector(Callback):
         to_progress_bar: bool = False,
     ) -> None:
         buffer = self._datamodule(trainer).buffer
-        start, steps_before = time.perf_counter(), pl_module.env_steps
+        start = time.perf_counter()
         actions = []
+        counts = torch.zeros(3, dtype=torch.long, device=pl_module.device)  # env steps, episodes, stored transitions
         for _ in range(math.ceil(episodes / env.num_envs)):
             batch = rollout(env, policy, self.noise_std, self.generator, self.random_action_prob)
             buffer.add(batch)
             pl_module.observe(batch)
-            self._record(pl_module, batch)
+            self._record(batch)
+            counts[0] += batch.length.sum()
+            counts[1] += batch.length.numel()
             valid = torch.arange(batch.action.shape[1], device=batch.length.device) < batch.length.unsqueeze(1)
             actions.append(batch.action[valid])
-        steps_per_s = (pl_module.env_steps - steps_before) / (time.perf_counter() - start)
-        self._log(trainer, pl_module, to_progress_bar, {"perf/env_steps_per_s": steps_per_s})
+        counts[2] = buffer.num_transitions
+        steps, done, stored = sum_over_ranks(counts).tolist()  # the counters count every rank's episodes
+        pl_module.env_steps += steps
+        pl_module.episodes += done
+        extra = {"perf/env_steps_per_s": steps / (time.perf_counter() - start), "buffer/transitions": float(stored)}
+        self._log(trainer, pl_module, to_progress_bar, extra)
         monitor.log_histogram(trainer, "train/actions", torch.cat(actions), pl_module.env_steps)
 
     def _random_policy(self, action_dim: int) -> Policy:
@@ -161,24 +169,19 @@ class EpisodeCollector(Callback):
 
         return act
 
-    def _record(self, pl_module: HERDDPG, batch: Episodes) -> None:
-        pl_module.env_steps += int(batch.length.sum())
-        pl_module.episodes += batch.length.numel()
+    def _record(self, batch: Episodes) -> None:
         self._metrics["train/episode_return"].update(batch.episode_return)
         self._metrics["train/episode_length"].update(batch.length.float())
         self._metrics["train/success_rate"].update(batch.success.float())
 
     def _log(self, trainer: pl.Trainer, pl_module: HERDDPG, to_progress_bar: bool, extra: dict[str, float]) -> None:
-        values = {key: float(metric.compute()) for key, metric in self._metrics.items()}
+        values = {key: float(metric.compute()) for key, metric in self._metrics.items()}  # synced over DDP ranks
         for metric in self._metrics.values():
             metric.reset()
         if to_progress_bar:  # Lightning allows self.log in epoch hooks only, not before fitting
             pl_module.log("train/episode_return", values["train/episode_return"], prog_bar=True, logger=False)
         if trainer.logger is not None:
-            trainer.logger.log_metrics(
-                {**values, **extra, "buffer/transitions": float(self._datamodule(trainer).buffer.num_transitions)},
-                step=pl_module.env_steps,
-            )
+            trainer.logger.log_metrics({**values, **extra}, step=pl_module.env_steps)
 
     @staticmethod
     def _datamodule(trainer: pl.Trainer) -> HERDataModule:

@@ -13,6 +13,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, IterableDataset
 
 from her_lightning.buffer import EpisodeBuffer
+from her_lightning.distributed import gather_rank_states, rank_stream, select_rank_state
 from her_lightning.envs import GoalEnv, make_env
 from her_lightning.her import GoalStrategy, HERBatch, HERSampler, validate_her_options
 from her_lightning.rng import derive_seed, make_generator
@@ -142,7 +143,8 @@ class HERDataModule(pl.LightningDataModule):
         if self.seed is None:
             self.seed = 0
         device = self.device
-        self.env = self.make_env(self.env_config.num_envs, "env")
+        # Under DDP every rank collects its own episodes; all ranks evaluate on the same goals.
+        self.env = self.make_env(self.env_config.num_envs, rank_stream("env"))
         self._eval_env = self.make_env(self.eval_episodes, "eval")
         self._eval_env_start = self._eval_env.state_dict()
         self.buffer = EpisodeBuffer(
@@ -155,7 +157,7 @@ class HERDataModule(pl.LightningDataModule):
             self.env.terminate_on_success,
             self.her_strategy,
             self.her_ratio,
-            make_generator(self.seed, "sampler", device),
+            make_generator(self.seed, rank_stream("sampler"), device),
         )
 
     @property
@@ -193,13 +195,17 @@ class HERDataModule(pl.LightningDataModule):
         return self._eval_env
 
     def state_dict(self) -> dict[str, Any]:
-        """The random streams and, with ``save_buffer``, the stored episodes: tensors, numbers and strings only."""
+        """The random streams and, with ``save_buffer``, the stored episodes: tensors, numbers and strings only.
+
+        Under DDP, every rank's (see ``distributed.gather_rank_states``).
+        """
         state = {"env": self.env.state_dict(), "sampler_generator": self.sampler.generator.get_state()}
         if self.save_buffer:
             state["buffer"] = self.buffer.state_dict()
-        return state
+        return gather_rank_states(state)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        state = select_rank_state(state, "episode buffer and random streams")
         self.env.load_state_dict(state["env"])
         self.sampler.generator.set_state(state["sampler_generator"])
         if "buffer" in state:

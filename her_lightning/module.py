@@ -9,6 +9,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_info
 
 from her_lightning import monitor
@@ -246,6 +247,14 @@ class HERDDPG(pl.LightningModule):
             monitor.log_histogram(self.trainer, "train/q_values", q, self.updates)
 
     def on_fit_start(self) -> None:
+        strategy = self.trainer.strategy
+        if isinstance(strategy, DDPStrategy) and not getattr(strategy, "_ddp_kwargs", {}).get("find_unused_parameters"):
+            # Each of the two backward passes leaves the other network without gradients; plain DDP waits for them.
+            raise ValueError(
+                "trainer.strategy: DDP without find_unused_parameters cannot train HERDDPG: its critic and actor steps "
+                "each use part of the parameters; use strategy: ddp_find_unused_parameters_true "
+                "(as configs/point2d_ddp.yaml)"
+            )
         self._fit_start = time.perf_counter()
         self._seed = getattr(self.trainer.datamodule, "seed", None) or 0
         if self.trainer.ckpt_path is None:  # a resumed run keeps the HParams entry of its start

@@ -5,12 +5,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from her_lightning.distributed import sum_over_ranks
+
 
 class RunningNormalizer(nn.Module):
     """Maps ``x`` to ``clip((x - mean) / std, -clip, clip)`` with statistics of all data it was shown.
 
     The statistics are buffers (sums in float64, so they stay exact over millions
     of rows): they are saved in checkpoints with the module and are not trained.
+    Under DDP every update is summed over the ranks, so that all ranks hold the
+    statistics of all ranks' data.
     ``std`` is floored at ``eps`` so that constant features do not blow up.
 
     Args:
@@ -38,11 +42,14 @@ class RunningNormalizer(nn.Module):
 
     @torch.no_grad()
     def update(self, rows: torch.Tensor) -> None:
-        """Add ``rows`` (``(..., dim)``) to the statistics."""
+        """Add ``rows`` (``(..., dim)``) of this rank, and those of the other ranks, to the statistics."""
         rows = rows.reshape(-1, self.total.shape[0]).to(torch.float64)
-        self.total += rows.sum(dim=0)
-        self.total_sq += rows.square().sum(dim=0)
-        self.count += rows.shape[0]
+        count = torch.full((1,), rows.shape[0], dtype=torch.float64, device=rows.device)
+        increment = sum_over_ranks(torch.cat([rows.sum(dim=0), rows.square().sum(dim=0), count]))
+        total, total_sq, count = increment.split([self.total.shape[0], self.total.shape[0], 1])
+        self.total += total
+        self.total_sq += total_sq
+        self.count += count.squeeze(0)
         mean = self.total / self.count
         variance = (self.total_sq / self.count - mean.square()).clamp_(min=self.eps**2)
         self.mean.copy_(mean)
