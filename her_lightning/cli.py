@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 from jsonargparse import Namespace
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 
 from her_lightning.callbacks import EpisodeCollector
@@ -36,6 +37,7 @@ class HERLightningCLI(LightningCLI):
             if config.ckpt_path == "last":
                 config.ckpt_path = str(_resolve_last(config.trainer))
             verify_checkpoint(config.ckpt_path)
+            _check_ranks(config.ckpt_path, config.trainer)
         except CheckpointError as error:
             _fail(str(error))
 
@@ -54,6 +56,11 @@ class HERLightningCLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config
         if config.data.seed is None:
             config.data.seed = config.seed_everything
+        if config.trainer.get("strategy") in ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook"):
+            _fail(
+                f"trainer.strategy={config.trainer.strategy} cannot train HERDDPG: its critic and actor steps each use "
+                "part of the parameters; use ddp_find_unused_parameters_true (as configs/point2d_ddp.yaml)"
+            )
         if config.torch_threads is not None:
             if config.torch_threads < 1:
                 _fail(f"torch_threads={config.torch_threads} is invalid: must be at least 1, or null")
@@ -63,13 +70,38 @@ class HERLightningCLI(LightningCLI):
         """Turn an invalid option into a one-line error instead of a stack trace."""
         try:
             super().instantiate_classes()
-        except ValueError as error:
+        except (ValueError, MisconfigurationException) as error:  # Lightning's own check of trainer options
             _fail(str(error))
 
 
 def _fail(message: str) -> None:
     print(f"her-lightning: error: {message}", file=sys.stderr)
     raise SystemExit(2)
+
+
+def _planned_ranks(trainer: Namespace) -> int | None:
+    """How many DDP ranks the trainer settings ask for, where they say it without ``auto``."""
+    devices, nodes = trainer.get("devices"), trainer.get("num_nodes") or 1
+    if isinstance(devices, str) and devices.isdigit():
+        devices = int(devices)
+    if isinstance(devices, list):
+        devices = len(devices)
+    return devices * nodes if isinstance(devices, int) and devices > 0 else None
+
+
+def _check_ranks(checkpoint: str, trainer: Namespace) -> None:
+    """Refuse, before anything starts, to resume per-rank state on another number of ranks."""
+    planned = _planned_ranks(trainer)
+    if planned is None:
+        return  # decided at run time; the datamodule refuses a mismatch then
+    data = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True).get("HERDataModule", {})
+    saved = len(data["ranks"]) if "ranks" in data else 1
+    if saved != planned:
+        raise CheckpointError(
+            f"checkpoint {checkpoint} was written by a run on {saved} DDP rank(s), and this run would have "
+            f"{planned} (trainer.devices x trainer.num_nodes): each rank's episodes and random streams are its "
+            f"own, so resume it on {saved}"
+        )
 
 
 def _resolve_last(trainer: Namespace) -> str:
