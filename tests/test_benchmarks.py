@@ -20,6 +20,7 @@ BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
          ["bare update:", "full loop:", "full loop / bare update:"]),
         ("sampling_scale.py", ["--sizes", "1000", "5000", "--repeats", "20"], ["bytes per transition", "1,000"]),
         ("collection.py", ["--envs", "1", "4", "--rounds", "2"], ["env steps/s"]),
+        ("ddp_scaling.py", ["--ranks", "1", "2", "--epochs", "2"], ["2 vs 1 rank(s): env steps/s x"]),
     ],
 )
 def test_benchmark_runs(script: str, args: list[str], expected: list[str]) -> None:
