@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -38,14 +39,19 @@ class EnvConfig:
 
 
 class HERDataset(IterableDataset):
-    """A fixed number of HER-relabelled batches per epoch.
+    """An epoch's HER-relabelled batches, handed to Lightning a chunk of several batches at a time.
+
+    Each item is a ``HERBatch`` whose fields have a leading chunk dimension,
+    ``(K, batch_size, ...)``: ``K`` batches drawn in one sampler call (up to
+    ``MAX_CHUNK_TRANSITIONS`` transitions), on which the module takes ``K``
+    gradient steps. The buffer does not change during an epoch, so this is
+    the same distribution as drawing batch by batch, at a fraction of the
+    sampling cost, and Lightning's per-item cost (hooks, progress, logging) is
+    paid once per chunk instead of once per update.
 
     It has a length so that Lightning knows when an epoch ends without
-    fetching a batch ahead: every batch is sampled after the epoch's episodes
-    were collected, and none is drawn that is not trained on. Batches are drawn
-    up to ``MAX_CHUNK_TRANSITIONS`` transitions at a time and cut into views:
-    the buffer does not change during an epoch, so this is the same
-    distribution at a fraction of the per-batch cost.
+    fetching an item ahead: every batch is sampled after the epoch's episodes
+    were collected, and none is drawn that is not trained on.
     """
 
     MAX_CHUNK_TRANSITIONS = 65_536
@@ -54,19 +60,17 @@ class HERDataset(IterableDataset):
         self.sampler = sampler
         self.batch_size = batch_size
         self.batches_per_epoch = batches_per_epoch
+        self.batches_per_chunk = max(1, self.MAX_CHUNK_TRANSITIONS // batch_size)
 
     def __len__(self) -> int:
-        return self.batches_per_epoch
+        return math.ceil(self.batches_per_epoch / self.batches_per_chunk)
 
     def __iter__(self) -> Iterator[HERBatch]:
-        per_chunk = max(1, self.MAX_CHUNK_TRANSITIONS // self.batch_size)
         remaining = self.batches_per_epoch
         while remaining > 0:
-            count = min(per_chunk, remaining)
+            count = min(self.batches_per_chunk, remaining)
             chunk = self.sampler.sample(self.batch_size * count)
-            for i in range(count):
-                rows = slice(i * self.batch_size, (i + 1) * self.batch_size)
-                yield HERBatch(*(field[rows] for field in chunk))
+            yield HERBatch(*(field.view(count, self.batch_size, *field.shape[1:]) for field in chunk))
             remaining -= count
 
 

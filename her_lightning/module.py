@@ -169,12 +169,17 @@ class HERDDPG(pl.LightningModule):
             torch.optim.Adam(critic_params, lr=self.hparams.critic_lr, fused=True),
         ]
 
-    def training_step(self, batch: HERBatch, batch_idx: int) -> None:
+    def training_step(self, chunk: HERBatch, batch_idx: int) -> None:
+        """One gradient step per batch of the chunk (fields ``(K, batch_size, ...)``, see ``HERDataset``)."""
         actor_opt, critic_opt = self.optimizers()
-        step_stats = self.update(batch, actor_opt, critic_opt, self.manual_backward)
-        # Summed on the device and logged once per epoch: a per-step self.log costs more than the update.
-        self._update_stats = step_stats if self._update_stats is None else self._update_stats + step_stats
-        self._updates_in_epoch += 1
+        stats = self._update_stats
+        for i in range(chunk.reward.shape[0]):
+            batch = HERBatch(*(field[i] for field in chunk))
+            step_stats = self.update(batch, actor_opt, critic_opt, self.manual_backward)
+            # Summed on the device and logged once per epoch: a per-step self.log costs more than the update.
+            stats = step_stats if stats is None else stats + step_stats
+        self._update_stats = stats
+        self._updates_in_epoch += chunk.reward.shape[0]
         self._last_batch = batch
 
     def update(

@@ -37,7 +37,7 @@ def test_print_config_shows_every_section(capsys: pytest.CaptureFixture[str]) ->
         (("--data.env.id", "nope"), "env id='nope' is unknown: it is not built in (point2d)"),
         (("--model.gamma", "1.5"), "gamma=1.5 is invalid: must be within [0, 1]"),
         (("--collector.noise_std", "-1"), "noise_std=-1.0 is invalid: must be at least 0"),
-        (("--trainer.enable_progress_bar", "false"), "`enable_progress_bar=False` but found `TQDMProgressBar`"),
+        (("--trainer.enable_checkpointing", "false"), "`enable_checkpointing=False` but found `ModelCheckpoint`"),
         (("--collector.random_action_prob", "2"), "random_action_prob=2.0 is invalid: must be within [0, 1]"),
         (("--model.policy_delay", "0"), "policy_delay=0 is invalid: must be at least 1"),
         (("--trainer.strategy", "ddp"), "use ddp_find_unused_parameters_true"),
