@@ -11,18 +11,12 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+import test_checkpoint
 from test_checkpoint import assert_same
 
 ROOT = Path(__file__).parents[1]
 CONFIG = str(ROOT / "configs" / "point2d_ddp.yaml")
-SMALL = [
-    "--collector.warmup_episodes", "10",
-    "--data.batches_per_epoch", "16",
-    "--data.batch_size", "64",
-    "--data.eval_episodes", "10",
-    "--trainer.check_val_every_n_epoch", "2",
-    "--trainer.accelerator", "cpu",
-]
+SMALL = [*test_checkpoint.SMALL, "--trainer.accelerator", "cpu"]  # per rank: 20 warm-up, then 2 episodes an epoch
 
 
 def ddp_fit(save_dir: Path, epochs: int, *extra: str) -> subprocess.CompletedProcess:
@@ -56,8 +50,8 @@ def test_ranks_collect_their_own_episodes_and_hold_the_same_weights(straight_run
     first, second = (rank["buffer"] for rank in ranks)
     assert not torch.equal(first["desired_goal"], second["desired_goal"])
     assert not torch.equal(ranks[0]["sampler_generator"], ranks[1]["sampler_generator"])
-    # Counters count both ranks: 2 x (10 warm-up + 6 epochs x 2 episodes).
-    assert checkpoint["counters"]["episodes"] == 2 * (10 + 6 * 2)
+    # Counters count both ranks: 2 x (20 warm-up + 6 epochs x 2 episodes).
+    assert checkpoint["counters"]["episodes"] == 2 * (20 + 6 * 2)
     assert checkpoint["counters"]["env_steps"] == sum(int(b["episode_length"].sum()) for b in (first, second))
     assert checkpoint["counters"]["updates"] == 6 * 16  # every rank takes part in each (averaged) update
     weights = [torch.load(straight_run / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
