@@ -3,7 +3,7 @@
 from her_lightning.buffer import EpisodeBuffer
 from her_lightning.callbacks import EpisodeCollector, WarmupPolicy
 from her_lightning.data import EnvConfig, HERDataModule, HERDataset
-from her_lightning.envs import GoalEnv, PointNavEnv, make_env
+from her_lightning.envs import GoalEnv, GymnasiumGoalEnv, PointNavEnv, make_env
 from her_lightning.her import GoalStrategy, HERBatch, HERSampler
 from her_lightning.module import HERDDPG
 
@@ -13,6 +13,7 @@ __all__ = [
     "EpisodeCollector",
     "GoalEnv",
     "GoalStrategy",
+    "GymnasiumGoalEnv",
     "HERBatch",
     "HERDDPG",
     "HERDataModule",

@@ -116,13 +116,8 @@ class GymnasiumGoalEnv:
             success = self._tensor(np.asarray(info["is_success"])).bool()
         else:
             success = self.is_success(goal_obs.achieved_goal, goal_obs.desired_goal)
-        return StepResult(
-            goal_obs,
-            self._tensor(reward),
-            self._tensor(terminated).bool(),
-            self._tensor(truncated).bool() & ~self._tensor(terminated).bool(),
-            success,
-        )
+        terminated = self._tensor(terminated)
+        return StepResult(goal_obs, self._tensor(reward), terminated, self._tensor(truncated) & ~terminated, success)
 
     def compute_reward(self, achieved_goal: torch.Tensor, desired_goal: torch.Tensor) -> torch.Tensor:
         shape = achieved_goal.shape[:-1]
