@@ -143,3 +143,21 @@ def test_empty_buffer_says_so() -> None:
     buffer = EpisodeBuffer(50, obs_dim=2, goal_dim=2, action_dim=2, max_episode_steps=10)
     with pytest.raises(RuntimeError, match="empty episode buffer"):
         HERSampler(buffer, exact_match_reward, exact_match, True).sample(4)
+
+
+def test_the_dataset_hands_out_the_epochs_batches_in_chunks_of_the_samplers_draws(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from her_lightning.data import HERDataset
+
+    monkeypatch.setattr(HERDataset, "MAX_CHUNK_TRANSITIONS", 8)  # 2 batches of 4 per chunk
+    dataset = HERDataset(make_sampler(LENGTHS), batch_size=4, batches_per_epoch=5)
+    chunks = list(dataset)
+    assert len(dataset) == len(chunks) == 3
+    assert [chunk.reward.shape for chunk in chunks] == [(2, 4), (2, 4), (1, 4)]
+    assert [chunk.observation.shape for chunk in chunks] == [(2, 4, 2), (2, 4, 2), (1, 4, 2)]
+    # The same transitions, in the same order, as drawing 8, 8 and 4 from a sampler in the same state.
+    reference = make_sampler(LENGTHS)
+    for chunk, draw in zip(chunks, [reference.sample(8), reference.sample(8), reference.sample(4)]):
+        for field, drawn in zip(chunk, draw):
+            assert torch.equal(field.reshape(drawn.shape), drawn)
