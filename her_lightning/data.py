@@ -28,9 +28,11 @@ class EnvConfig:
     """Which task to train on.
 
     Attributes:
-        id: The task: ``point2d`` (built in).
+        id: The task: ``point2d`` (built in), or a registered Gymnasium goal env such as
+            ``FetchReach-v4`` (``module:Id`` imports ``module`` first).
         num_envs: Episodes collected at once (one batched env step advances all of them).
-        kwargs: Extra keyword arguments for the task's constructor.
+        kwargs: Extra keyword arguments for the task's constructor (for a Gymnasium env: ``gymnasium.make``'s,
+            and ``vectorization_mode`` and ``terminate_on_success``).
     """
 
     id: str = "point2d"

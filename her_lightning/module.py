@@ -24,8 +24,9 @@ from her_lightning.rollout import Episodes, rollout
 class HERDDPG(pl.LightningModule):
     """Goal-conditioned DDPG trained on HER batches, with manual optimization of actor and critic.
 
-    Each training batch is one gradient step of the critic, then of the actor,
-    then a Polyak update of the targets (TD3's options change this: see the
+    Lightning hands ``training_step`` a chunk of batches (see ``HERDataset``);
+    each batch is one gradient step of the critic, then of the actor, then a
+    Polyak update of the targets (TD3's options change this: see the
     arguments). Lightning's ``global_step`` counts optimizer steps, not
     batches, so the module keeps its own counters:
     ``env_steps`` and ``episodes`` (advanced by the collector) and ``updates``.
