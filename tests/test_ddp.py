@@ -59,6 +59,18 @@ def test_ranks_collect_their_own_episodes_and_hold_the_same_weights(straight_run
     assert_same(weights[0], checkpoint["state_dict"], "rank 0 vs checkpoint")
 
 
+def test_metrics_count_both_ranks_and_are_logged_once(straight_run: Path) -> None:
+    (run,) = (straight_run / "point2d_ddp").iterdir()
+    assert len(list(run.glob("events.out.tfevents.*"))) == 1  # rank 0 writes, for all
+    events = EventAccumulator(str(run))
+    events.Reload()
+    stored = events.Scalars("buffer/transitions")
+    checkpoint = checkpoint_of(straight_run)
+    assert stored[-1].step == stored[-1].value == checkpoint["counters"]["env_steps"]  # both buffers, never wrapped
+    lengths = events.Scalars("train/episode_length")
+    assert len(lengths) == 1 + 6 and len({e.step for e in lengths}) == len(lengths)  # warm-up + each epoch, once
+
+
 def test_stop_and_resume_on_two_ranks_equals_an_uninterrupted_run(straight_run: Path, tmp_path: Path) -> None:
     ddp_fit(tmp_path, 3, *SMALL)
     ddp_fit(tmp_path, 6, *SMALL, "--ckpt_path", "last")
@@ -95,3 +107,9 @@ def test_a_two_rank_run_learns(tmp_path: Path) -> None:
     events.Reload()
     (evaluation,) = events.Scalars("eval/success_rate")
     assert evaluation.value >= 0.9, f"eval success rate {evaluation.value:.2f} after 25 epochs on 2 ranks"
+    # The last round's episode metrics are means over both ranks' episodes (torchmetrics synced), not rank 0's.
+    ranks = checkpoint_of(tmp_path)["HERDataModule"]["ranks"]
+    last_lengths = [rank["buffer"]["episode_length"][-2:].float() for rank in ranks]
+    logged = events.Scalars("train/episode_length")[-1].value
+    assert logged == pytest.approx(torch.cat(last_lengths).mean().item())
+    assert logged != pytest.approx(last_lengths[0].mean().item())  # the ranks' episodes differ here
