@@ -62,18 +62,12 @@ def rollout(
         raise ValueError("rollout with exploration (noise_std or random_action_prob > 0) needs a generator")
     n, steps, device = env.num_envs, env.max_episode_steps, env.device
     obs = env.reset()
-    observation = torch.zeros(n, steps + 1, env.obs_dim, device=device)
-    achieved_goal = torch.zeros(n, steps + 1, env.goal_dim, device=device)
-    action = torch.zeros(n, steps, env.action_dim, device=device)
-    reward = torch.zeros(n, steps, device=device)
-    success = torch.zeros(n, steps, dtype=torch.bool, device=device)
-    length = torch.full((n,), steps, dtype=torch.long, device=device)
-    terminated = torch.zeros(n, dtype=torch.bool, device=device)
-    alive = torch.ones(n, dtype=torch.bool, device=device)
-    observation[:, 0], achieved_goal[:, 0] = obs.observation, obs.achieved_goal
     desired_goal = obs.desired_goal
-
-    for t in range(steps):
+    # Each step's tensors are kept as they come and stacked once at the end (tasks hand out fresh tensors).
+    observations, achieved_goals = [obs.observation], [obs.achieved_goal]
+    actions, rewards, successes, terminals, ends = [], [], [], [], []
+    ended = torch.zeros(n, dtype=torch.bool, device=device)
+    for _ in range(steps):
         act = policy(obs.observation, desired_goal)
         if noise_std > 0:
             noise = torch.randn(act.shape, generator=generator, device=device)
@@ -85,16 +79,41 @@ def rollout(
         result = env.step(act)
         obs = result.obs
         # Every slot is recorded; what a slot records after its episode ended is cut off below.
-        observation[:, t + 1], achieved_goal[:, t + 1] = obs.observation, obs.achieved_goal
-        action[:, t], reward[:, t], success[:, t] = act, result.reward, result.success
-        done = alive & (result.terminated | result.truncated)
-        terminated |= done & result.terminated
-        length = torch.where(done, t + 1, length)
-        alive &= ~done
-        if not alive.any():
+        observations.append(obs.observation)
+        achieved_goals.append(obs.achieved_goal)
+        actions.append(act)
+        rewards.append(result.reward)
+        successes.append(result.success)
+        terminals.append(result.terminated)
+        end = result.terminated | result.truncated
+        ends.append(end)
+        ended |= end
+        if ended.all():
             break
+    played = len(actions)
+    end = torch.stack(ends, dim=1)  # (N, played)
+    # The transition that ended each episode: its first end (the time limit ends every episode by then).
+    last = torch.where(end.any(dim=1), end.to(torch.uint8).argmax(dim=1), played - 1).unsqueeze(1)
+    length = last.squeeze(1) + 1
+    terminated = torch.stack(terminals, dim=1).gather(1, last).squeeze(1)
+    final_success = torch.stack(successes, dim=1).gather(1, last).squeeze(1)
     valid = torch.arange(steps, device=device) < length.unsqueeze(1)  # (N, T)
-    reward = reward * valid
-    action = action * valid.unsqueeze(-1)
-    final_success = success.gather(1, (length - 1).unsqueeze(1)).squeeze(1)
-    return Episodes(observation, achieved_goal, desired_goal, action, reward, length, terminated, final_success)
+    return Episodes(
+        observation=_padded(observations, steps + 1),
+        achieved_goal=_padded(achieved_goals, steps + 1),
+        desired_goal=desired_goal,
+        action=_padded(actions, steps) * valid.unsqueeze(-1),
+        reward=_padded(rewards, steps) * valid,
+        length=length,
+        terminated=terminated,
+        success=final_success,
+    )
+
+
+def _padded(parts: list[torch.Tensor], time: int) -> torch.Tensor:
+    """``parts`` (one tensor per step) stacked along a time dimension and zero-padded to ``time`` steps."""
+    stacked = torch.stack(parts, dim=1)
+    out = stacked.new_zeros((stacked.shape[0], time, *stacked.shape[2:]))
+    out[:, : stacked.shape[1]] = stacked
+    return out
+

@@ -148,7 +148,7 @@ class GymnasiumGoalEnv:
         return GoalObs(*(self._tensor(obs[key]) for key in GOAL_KEYS))
 
     def _tensor(self, array: np.ndarray) -> torch.Tensor:
-        tensor = torch.from_numpy(np.asarray(array))
+        tensor = torch.from_numpy(np.array(array))  # a copy: rollouts keep every step's tensors
         return tensor.to(self.device, torch.float32) if tensor.is_floating_point() else tensor.to(self.device)
 
 
