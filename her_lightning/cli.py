@@ -14,8 +14,9 @@ from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCL
 from her_lightning.callbacks import EpisodeCollector
 from her_lightning.checkpoint import LAST_CHECKPOINT, CheckpointError, find_last_checkpoint, verify_checkpoint
 from her_lightning.data import HERDataModule
+from her_lightning.distributed import rank_count_mismatch, saved_ranks
 from her_lightning.export import export_policy
-from her_lightning.module import HERDDPG
+from her_lightning.module import PLAIN_DDP_ADVICE, HERDDPG
 
 
 class HERLightningCLI(LightningCLI):
@@ -57,10 +58,7 @@ class HERLightningCLI(LightningCLI):
         if config.data.seed is None:
             config.data.seed = config.seed_everything
         if config.trainer.get("strategy") in ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook"):
-            _fail(
-                f"trainer.strategy={config.trainer.strategy} cannot train HERDDPG: its critic and actor steps each use "
-                "part of the parameters; use ddp_find_unused_parameters_true (as configs/point2d_ddp.yaml)"
-            )
+            _fail(f"trainer.strategy={config.trainer.strategy} {PLAIN_DDP_ADVICE}")
         if config.torch_threads is not None:
             if config.torch_threads < 1:
                 _fail(f"torch_threads={config.torch_threads} is invalid: must be at least 1, or null")
@@ -95,13 +93,9 @@ def _check_ranks(checkpoint: str, trainer: Namespace) -> None:
     if planned is None:
         return  # decided at run time; the datamodule refuses a mismatch then
     data = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True).get("HERDataModule", {})
-    saved = len(data["ranks"]) if "ranks" in data else 1
+    saved = saved_ranks(data)
     if saved != planned:
-        raise CheckpointError(
-            f"checkpoint {checkpoint} was written by a run on {saved} DDP rank(s), and this run would have "
-            f"{planned} (trainer.devices x trainer.num_nodes): each rank's episodes and random streams are its "
-            f"own, so resume it on {saved}"
-        )
+        raise CheckpointError(f"checkpoint {checkpoint} {rank_count_mismatch(saved, planned)}")
 
 
 def _resolve_last(trainer: Namespace) -> str:

@@ -48,6 +48,20 @@ def gather_rank_states(state: dict[str, Any]) -> dict[str, Any]:
     return {"ranks": states}
 
 
+def saved_ranks(state: dict[str, Any]) -> int:
+    """How many ranks wrote a state of ``gather_rank_states``."""
+    return len(state["ranks"]) if "ranks" in state else 1
+
+
+def rank_count_mismatch(saved: int, running: int) -> str:
+    """Why a state written by ``saved`` ranks cannot be resumed on ``running``."""
+    return (
+        f"was written by a run on {saved} DDP rank(s), and this run would have {running} "
+        f"(trainer.devices x trainer.num_nodes): each rank's episodes and random streams are its own, "
+        f"so resume it on {saved}"
+    )
+
+
 def select_rank_state(state: dict[str, Any], what: str) -> dict[str, Any]:
     """This rank's part of a state written by ``gather_rank_states``.
 
@@ -55,15 +69,10 @@ def select_rank_state(state: dict[str, Any], what: str) -> dict[str, Any]:
         RuntimeError: If the checkpoint was written by a different number of ranks.
     """
     rank, world = rank_and_world()
-    ranks = state.get("ranks")
-    saved = 1 if ranks is None else len(ranks)
+    saved = saved_ranks(state)
     if saved != world:
-        raise RuntimeError(
-            f"the checkpoint's {what} was saved by {saved} process(es) (DDP ranks) and this run has {world}: "
-            f"each rank's episodes and random streams are its own, so resume on {saved} "
-            f"(trainer.devices x trainer.num_nodes = {saved})"
-        )
-    return state if ranks is None else ranks[rank]
+        raise RuntimeError(f"the checkpoint's {what} {rank_count_mismatch(saved, world)}")
+    return state["ranks"][rank] if "ranks" in state else state
 
 
 def _to_cpu(value: Any) -> Any:

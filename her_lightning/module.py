@@ -21,6 +21,12 @@ from her_lightning.rng import make_generator
 from her_lightning.rollout import Episodes, rollout
 
 
+PLAIN_DDP_ADVICE = (
+    "cannot train HERDDPG: its critic and actor steps each use part of the parameters; "
+    "use ddp_find_unused_parameters_true (as configs/point2d_ddp.yaml)"
+)
+
+
 class HERDDPG(pl.LightningModule):
     """Goal-conditioned DDPG trained on HER batches, with manual optimization of actor and critic.
 
@@ -256,11 +262,7 @@ class HERDDPG(pl.LightningModule):
         strategy = self.trainer.strategy
         if isinstance(strategy, DDPStrategy) and not getattr(strategy, "_ddp_kwargs", {}).get("find_unused_parameters"):
             # Each of the two backward passes leaves the other network without gradients; plain DDP waits for them.
-            raise ValueError(
-                "trainer.strategy: DDP without find_unused_parameters cannot train HERDDPG: its critic and actor steps "
-                "each use part of the parameters; use strategy: ddp_find_unused_parameters_true "
-                "(as configs/point2d_ddp.yaml)"
-            )
+            raise ValueError(f"trainer.strategy: DDP without find_unused_parameters {PLAIN_DDP_ADVICE}")
         self._fit_start = time.perf_counter()
         self._seed = getattr(self.trainer.datamodule, "seed", None) or 0
         if self.trainer.ckpt_path is None:  # a resumed run keeps the HParams entry of its start

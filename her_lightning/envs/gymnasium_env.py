@@ -29,14 +29,21 @@ def import_gymnasium(env_id: str) -> Any:
             f"env id={env_id!r} is not built in (point2d), and Gymnasium tasks need the robotics extra: "
             f"{ROBOTICS_EXTRA}"
         ) from error
+    robotics = _import_robotics()
+    if robotics is not None:
+        gymnasium.register_envs(robotics)
+    return gymnasium
+
+
+def _import_robotics() -> Any | None:
+    """Gymnasium-Robotics, or ``None`` where it is not installed."""
     try:
         # Its import prints a notice about the Adroit hand tasks' reward history; it does not concern training here.
         with contextlib.redirect_stderr(io.StringIO()):
             import gymnasium_robotics
     except ImportError:
-        return gymnasium
-    gymnasium.register_envs(gymnasium_robotics)
-    return gymnasium
+        return None
+    return gymnasium_robotics
 
 
 class GymnasiumGoalEnv:
@@ -86,7 +93,7 @@ class GymnasiumGoalEnv:
                 importlib.import_module(module)
             spec = gym.spec(name)
         except (gym.error.Error, ModuleNotFoundError) as error:
-            hint = "" if _has_robotics() else f"; Fetch and other robotics tasks need the robotics extra: {ROBOTICS_EXTRA}"
+            hint = "" if _import_robotics() else f"; Fetch and other robotics tasks need the robotics extra: {ROBOTICS_EXTRA}"
             raise ValueError(
                 f"env id={env_id!r} is unknown: it is not built in (point2d) nor a registered Gymnasium env "
                 f"({error}){hint}"
@@ -109,11 +116,11 @@ class GymnasiumGoalEnv:
         return self._to_obs(obs)
 
     def step(self, action: torch.Tensor) -> StepResult:
-        unit = action.clamp(-1.0, 1.0).cpu().numpy().astype(np.float64)
+        unit = _array(action.clamp(-1.0, 1.0))
         obs, reward, terminated, truncated, info = self._envs.step(self._low + (unit + 1.0) * 0.5 * (self._high - self._low))
         goal_obs = self._to_obs(obs)
         if "is_success" in info:
-            success = self._tensor(np.asarray(info["is_success"])).bool()
+            success = self._tensor(info["is_success"]).bool()
         else:
             success = self.is_success(goal_obs.achieved_goal, goal_obs.desired_goal)
         terminated = self._tensor(terminated)
@@ -121,8 +128,7 @@ class GymnasiumGoalEnv:
 
     def compute_reward(self, achieved_goal: torch.Tensor, desired_goal: torch.Tensor) -> torch.Tensor:
         shape = achieved_goal.shape[:-1]
-        achieved = achieved_goal.reshape(-1, self.goal_dim).cpu().numpy().astype(np.float64)
-        desired = desired_goal.reshape(-1, self.goal_dim).cpu().numpy().astype(np.float64)
+        achieved, desired = (_array(goal.reshape(-1, self.goal_dim)) for goal in (achieved_goal, desired_goal))
         reward = self._reference.unwrapped.compute_reward(achieved, desired, None)
         return self._tensor(reward).reshape(shape)
 
@@ -152,12 +158,9 @@ class GymnasiumGoalEnv:
         return tensor.to(self.device, torch.float32) if tensor.is_floating_point() else tensor.to(self.device)
 
 
-def _has_robotics() -> bool:
-    try:
-        import gymnasium_robotics  # noqa: F401
-    except ImportError:
-        return False
-    return True
+def _array(tensor: torch.Tensor) -> np.ndarray:
+    """A tensor as the float64 array Gymnasium envs compute with."""
+    return tensor.cpu().numpy().astype(np.float64)
 
 
 def _time_limit(env: Any, env_id: str) -> int:
