@@ -28,6 +28,14 @@ def test_print_config_shows_every_section(capsys: pytest.CaptureFixture[str]) ->
         assert option in out
 
 
+
+@pytest.mark.parametrize("config", sorted(p.name for p in (Path(__file__).parents[1] / "configs").glob("*.yaml")))
+def test_every_shipped_config_parses(config: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(Path(__file__).parents[1] / "configs" / config), "--print_config"])
+    assert exit_info.value.code == 0, capsys.readouterr().err
+    assert "max_epochs:" in capsys.readouterr().out
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -12,6 +12,7 @@ from her_lightning.cli import main
 
 pytest.importorskip("gymnasium_robotics", reason="FetchReach needs the robotics extra: pip install -e '.[robotics]'")
 CONFIG = str(Path(__file__).parents[1] / "configs" / "fetch_reach.yaml")
+PUSH_CONFIG = str(Path(__file__).parents[1] / "configs" / "fetch_push.yaml")
 
 
 def test_fetch_reach_learns_within_two_thousand_steps(tmp_path: Path) -> None:
@@ -26,3 +27,17 @@ def test_fetch_reach_learns_within_two_thousand_steps(tmp_path: Path) -> None:
     assert evaluation.value >= 0.9, f"eval success rate {evaluation.value:.2f} after 2,000 env steps"
     checkpoint = torch.load(next(run.glob("checkpoints/last.ckpt")), weights_only=True)
     assert checkpoint["state_dict"]["obs_normalizer.count"] > 0  # the robotics config normalizes inputs
+
+
+def test_fetch_push_config_trains_and_checkpoints(tmp_path: Path) -> None:
+    # Learning Push takes hours (see the README); this checks that the shipped settings run end to end.
+    main([
+        "fit", "--config", PUSH_CONFIG, "--trainer.max_epochs", "2", "--trainer.check_val_every_n_epoch", "2",
+        "--trainer.callbacks.init_args.every_n_epochs", "2", "--collector.warmup_episodes", "2",
+        "--data.eval_episodes", "2", "--trainer.logger.init_args.save_dir", str(tmp_path),
+    ])
+    (run,) = (tmp_path / "fetch_push").iterdir()
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["counters"]["env_steps"] == 2 * 50 + 2 * 2 * 50  # warm-up, then 2 epochs of 2 episodes
+    assert checkpoint["counters"]["updates"] == 2 * 20
+    assert checkpoint["state_dict"]["goal_normalizer.count"] > 0
