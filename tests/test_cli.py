@@ -11,7 +11,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from her_lightning.cli import main
 
-CONFIG = str(Path(__file__).parents[1] / "configs" / "point2d.yaml")
+CONFIGS = Path(__file__).parents[1] / "configs"
+CONFIG = str(CONFIGS / "point2d.yaml")
 
 
 def run_cli(*args: str) -> None:
@@ -28,13 +29,13 @@ def test_print_config_shows_every_section(capsys: pytest.CaptureFixture[str]) ->
         assert option in out
 
 
-
-@pytest.mark.parametrize("config", sorted(p.name for p in (Path(__file__).parents[1] / "configs").glob("*.yaml")))
+@pytest.mark.parametrize("config", sorted(p.name for p in CONFIGS.glob("*.yaml")))
 def test_every_shipped_config_parses(config: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "--config", str(Path(__file__).parents[1] / "configs" / config), "--print_config"])
+        main(["fit", "--config", str(CONFIGS / config), "--print_config"])
     assert exit_info.value.code == 0, capsys.readouterr().err
     assert "max_epochs:" in capsys.readouterr().out
+
 
 @pytest.mark.parametrize(
     ("args", "message"),
