@@ -146,7 +146,10 @@ def main(args: ArgsType = None) -> None:
         HERDataModule,
         seed_everything_default=0,
         save_config_kwargs={"overwrite": True},  # a resumed run writes its config into its own folder again
-        trainer_defaults={"plugins": [{"class_path": "her_lightning.checkpoint.AtomicCheckpointIO"}]},
+        trainer_defaults={
+            "plugins": [{"class_path": "her_lightning.checkpoint.AtomicCheckpointIO"}],
+            "log_every_n_steps": 1,  # an epoch is one item (a chunk of batches); larger values only warn
+        },
         args=args,
     )
 
