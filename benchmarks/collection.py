@@ -21,18 +21,19 @@ from common import machine  # noqa: E402
 
 from her_lightning.envs import PointNavEnv  # noqa: E402
 from her_lightning.module import HERDDPG  # noqa: E402
-from her_lightning.rollout import rollout  # noqa: E402
+from her_lightning.rollout import exploring, rollout  # noqa: E402
 
 
 def steps_per_second(num_envs: int, rounds: int) -> float:
     env = PointNavEnv(num_envs=num_envs, seed=0)
     actor = HERDDPG(env.obs_dim, env.goal_dim, env.action_dim)
     noise = torch.Generator().manual_seed(0)
-    rollout(env, actor.act, 0.1, noise)
+    policy = exploring(actor.act, 0.1, 0.0, noise)
+    rollout(env, policy)
     rates = []
     for _ in range(rounds):
         start = time.perf_counter()
-        episodes = rollout(env, actor.act, 0.1, noise)
+        episodes = rollout(env, policy)
         rates.append(int(episodes.length.sum()) / (time.perf_counter() - start))
     return statistics.median(rates)
 

@@ -37,6 +37,7 @@ def filled_buffer(transitions: int) -> EpisodeBuffer:
         path = torch.rand(n, STEPS + 1, 2, generator=g) * 5
         buffer.add(Episodes(path, path.clone(), torch.rand(n, 2, generator=g) + 3.5, torch.rand(n, STEPS, 2) * 2 - 1,
                             -torch.ones(n, STEPS), torch.full((n,), STEPS), torch.zeros(n, dtype=torch.bool),
+                            torch.zeros(n, dtype=torch.bool), torch.zeros(n, STEPS, dtype=torch.bool),
                             torch.zeros(n, dtype=torch.bool)))
     return buffer
 

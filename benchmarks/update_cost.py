@@ -70,9 +70,9 @@ def bare_rate(config: str, updates: int) -> float:
     model, data = cli.model, cli.datamodule
     collector = next(c for c in cli.trainer.callbacks if type(c).__name__ == "EpisodeCollector")
     env = data.make_env(collector.warmup_batch or collector.warmup_episodes, "warmup")
-    from her_lightning.rollout import rollout
+    from her_lightning.rollout import exploring, rollout
 
-    data.buffer.add(rollout(env, model.act, 0.1, torch.Generator().manual_seed(0)))
+    data.buffer.add(rollout(env, exploring(model.act, 0.1, 0.0, torch.Generator().manual_seed(0))))
     batch = data.sampler.sample(data.batch_size)
     optimizers = model.configure_optimizers()
     for _ in range(20):

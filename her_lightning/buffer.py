@@ -68,7 +68,8 @@ class EpisodeBuffer:
         self.episode_span = torch.zeros(max_episodes, 2, dtype=torch.long, device=self.device)
         self.episode_start, self.episode_length = self.episode_span.unbind(-1)
         self.desired_goal = torch.zeros(max_episodes, goal_dim, device=self.device)
-        self.terminated = torch.zeros(max_episodes, dtype=torch.bool, device=self.device)
+        # Ended by the env without reaching the goal (a failure): the last transition is terminal under any goal.
+        self.failed = torch.zeros(max_episodes, dtype=torch.bool, device=self.device)
         self._next_row = 0  # where the next episode starts
         self._oldest = 0  # slot of the oldest stored episode
         self._num_episodes = 0
@@ -109,8 +110,7 @@ class EpisodeBuffer:
         new_rows = int(rows_per_episode.sum())
         self._evict(new_rows)
 
-        steps = torch.arange(self.max_episode_steps + 1, device=self.device)
-        valid = steps.unsqueeze(0) <= length.unsqueeze(1)  # (n, T + 1)
+        valid = episodes.valid_states.to(self.device)[keep]  # (n, T + 1)
         rows = (self._next_row + torch.arange(new_rows, device=self.device)) % self.capacity
         padded_action = torch.nn.functional.pad(episodes.action.to(self.device)[keep], (0, 0, 0, 1))
         self.observation[rows] = episodes.observation.to(self.device)[keep][valid]
@@ -124,7 +124,7 @@ class EpisodeBuffer:
         self.episode_start[slots] = starts % self.capacity
         self.episode_length[slots] = length
         self.desired_goal[slots] = episodes.desired_goal.to(self.device)[keep]
-        self.terminated[slots] = episodes.terminated.to(self.device)[keep]
+        self.failed[slots] = (episodes.terminated & ~episodes.success).to(self.device)[keep]
         self._next_row = (self._next_row + new_rows) % self.capacity
         self._num_rows += new_rows
         self._num_episodes += kept
@@ -149,7 +149,7 @@ class EpisodeBuffer:
             "action": self.action[rows].cpu(),
             "episode_length": self.episode_length[order].cpu(),
             "desired_goal": self.desired_goal[order].cpu(),
-            "terminated": self.terminated[order].cpu(),
+            "failed": self.failed[order].cpu(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -167,7 +167,8 @@ class EpisodeBuffer:
         self.episode_start[:n] = torch.cumsum(length + 1, 0) - (length + 1)
         self.episode_length[:n] = length
         self.desired_goal[:n] = state["desired_goal"].to(self.device)
-        self.terminated[:n] = state["terminated"].to(self.device)
+        # Checkpoints from before failures were told apart hold none: their envs ended episodes only on success.
+        self.failed[:n] = state["failed"].to(self.device) if "failed" in state else False
         self._next_row = num_rows % self.capacity
         self._oldest = 0
         self._num_episodes = n

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from enum import StrEnum
 from typing import Any
@@ -16,10 +15,9 @@ from typing_extensions import override
 from her_lightning import monitor
 from her_lightning.data import HERDataModule
 from her_lightning.distributed import gather_rank_states, rank_stream, select_rank_state, sum_over_ranks
-from her_lightning.envs import GoalEnv
 from her_lightning.module import HERDDPG
 from her_lightning.rng import make_generator
-from her_lightning.rollout import Episodes, Policy, rollout
+from her_lightning.rollout import Episodes, Policy, exploring, uniform_policy
 
 
 class WarmupPolicy(StrEnum):
@@ -100,18 +98,14 @@ class EpisodeCollector(Callback):
         datamodule = self._datamodule(trainer)
         if datamodule.buffer.num_episodes > 0 or self.warmup_episodes == 0:
             return
-        env = datamodule.make_env(self.warmup_batch or self.warmup_episodes, rank_stream("warmup"))
         policy = pl_module.act
         if self.warmup_policy is WarmupPolicy.random:
-            policy = self._random_policy(env.action_dim)
-        self._collect(trainer, pl_module, env, policy, self.warmup_episodes)
-        if hasattr(env, "close"):  # Gymnasium copies may hold simulators or subprocesses
-            env.close()
+            policy = uniform_policy(datamodule.action_dim, self.generator)
+        self._collect(trainer, pl_module, policy, self.warmup_episodes, self.warmup_batch or self.warmup_episodes)
 
     @override
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: HERDDPG) -> None:
-        env = self._datamodule(trainer).env
-        self._collect(trainer, pl_module, env, pl_module.act, self.episodes_per_epoch, to_progress_bar=True)
+        self._collect(trainer, pl_module, pl_module.act, self.episodes_per_epoch, to_progress_bar=True)
 
     @override
     def state_dict(self) -> dict[str, Any]:
@@ -136,38 +130,27 @@ class EpisodeCollector(Callback):
         self,
         trainer: pl.Trainer,
         pl_module: HERDDPG,
-        env: GoalEnv,
         policy: Policy,
         episodes: int,
+        num_envs: int | None = None,
         to_progress_bar: bool = False,
     ) -> None:
-        buffer = self._datamodule(trainer).buffer
+        datamodule = self._datamodule(trainer)
         start = time.perf_counter()
-        actions = []
-        counts = torch.zeros(3, dtype=torch.long, device=pl_module.device)  # env steps, episodes, stored transitions
-        for _ in range(math.ceil(episodes / env.num_envs)):
-            batch = rollout(env, policy, self.noise_std, self.generator, self.random_action_prob)
-            buffer.add(batch)
-            pl_module.observe(batch)
+        policy = exploring(policy, self.noise_std, self.random_action_prob, self.generator)
+        collection = datamodule.collect(policy, episodes, num_envs)
+        pl_module.observe(collection.observations, collection.goals)
+        for batch in collection.episodes:
             self._record(batch)
-            counts[0] += batch.length.sum()
-            counts[1] += batch.length.numel()
-            valid = torch.arange(batch.action.shape[1], device=batch.length.device) < batch.length.unsqueeze(1)
-            actions.append(batch.action[valid])
-        counts[2] = buffer.num_transitions
-        steps, done, stored = sum_over_ranks(counts).tolist()  # the counters count every rank's episodes
+        played = torch.cat([batch.length for batch in collection.episodes])
+        counts = torch.stack([played.sum(), torch.tensor(played.numel()), torch.tensor(datamodule.buffer.num_transitions)])
+        steps, done, stored = sum_over_ranks(counts.to(pl_module.device)).tolist()  # every rank's episodes
         pl_module.env_steps += steps
         pl_module.episodes += done
         extra = {"perf/env_steps_per_s": steps / (time.perf_counter() - start), "buffer/transitions": float(stored)}
         self._log(trainer, pl_module, to_progress_bar, extra)
-        monitor.log_histogram(trainer, "train/actions", torch.cat(actions), pl_module.env_steps)
-
-    def _random_policy(self, action_dim: int) -> Policy:
-        def act(observation: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
-            shape = (observation.shape[0], action_dim)
-            return torch.rand(shape, generator=self.generator, device=observation.device) * 2.0 - 1.0
-
-        return act
+        actions = torch.cat([batch.action[batch.valid] for batch in collection.episodes])
+        monitor.log_histogram(trainer, "train/actions", actions, pl_module.env_steps)
 
     def _record(self, batch: Episodes) -> None:
         self._metrics["train/episode_return"].update(batch.episode_return)

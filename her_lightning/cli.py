@@ -50,7 +50,7 @@ class HERLightningCLI(LightningCLI):
             default=None,
             help="CPU threads for torch (null: torch's default). Small networks train faster on one thread.",
         )
-        for key in ("obs_dim", "goal_dim", "action_dim"):
+        for key in ("obs_dim", "goal_dim", "action_dim", "reward_range"):
             parser.link_arguments(f"data.{key}", f"model.{key}", apply_on="instantiate")
 
     def before_instantiate_classes(self) -> None:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import lightning.pytorch as pl
 import torch
@@ -14,10 +15,12 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, IterableDataset
 
 from her_lightning.buffer import EpisodeBuffer
+from her_lightning.conventions import check_episodes
 from her_lightning.distributed import gather_rank_states, rank_stream, select_rank_state
 from her_lightning.envs import GoalEnv, make_env
 from her_lightning.her import GoalStrategy, HERBatch, HERSampler, validate_her_options
 from her_lightning.rng import derive_seed, make_generator
+from her_lightning.rollout import Episodes, Policy, rollout
 
 # Lightning warns that a dataset length can be wrong with several loader workers; batches are drawn in-process.
 warnings.filterwarnings("ignore", message=r".*`IterableDataset` has `__len__` defined.*")
@@ -32,7 +35,8 @@ class EnvConfig:
             ``FetchReach-v4`` (``module:Id`` imports ``module`` first).
         num_envs: Episodes collected at once (one batched env step advances all of them).
         kwargs: Extra keyword arguments for the task's constructor (for a Gymnasium env: ``gymnasium.make``'s,
-            and ``vectorization_mode`` and ``terminate_on_success``).
+            and the adapter's ``vectorization_mode``, ``terminate_on_success``, ``success_key``,
+            ``success_threshold`` and ``success_fn``; see ``GymnasiumGoalEnv``).
     """
 
     id: str = "point2d"
@@ -76,6 +80,14 @@ class HERDataset(IterableDataset):
             remaining -= count
 
 
+class Collection(NamedTuple):
+    """What one round of collection stored, and the inputs it adds to the networks' input statistics."""
+
+    episodes: list[Episodes]  # the batches played, each checked and stored
+    observations: torch.Tensor  # (M, obs_dim) every state of those episodes
+    goals: torch.Tensor  # (K, goal_dim) goals as training draws them: HER-relabelled, from the new transitions
+
+
 class HERDataModule(pl.LightningDataModule):
     """Owns the task, the episode buffer and the HER sampler; serves training batches and evaluation runs.
 
@@ -90,7 +102,8 @@ class HERDataModule(pl.LightningDataModule):
         her_strategy: Where relabelled goals come from: ``future``, ``final`` or ``episode``.
         her_ratio: Probability that a sampled transition's goal is relabelled.
         eval_episodes: Episodes per deterministic evaluation (all run at once).
-        seed: Seed of the env, sampler and evaluation streams; ``None`` takes the run's ``seed_everything``.
+        seed: Seed of the env, sampler and evaluation streams; ``None`` takes the run's ``seed_everything``
+            (``lightning.seed_everything`` in the Python API; 0 where it was not called).
         save_buffer: Whether checkpoints hold the episode buffer. Without it a
             checkpoint is much smaller, and a resumed run refills the buffer with
             warm-up episodes before training on.
@@ -125,6 +138,9 @@ class HERDataModule(pl.LightningDataModule):
         probe = make_env(self.env_config.id, 1, 0, **self.env_config.kwargs)
         self.obs_dim, self.goal_dim, self.action_dim = probe.obs_dim, probe.goal_dim, probe.action_dim
         self.max_episode_steps = probe.max_episode_steps
+        self.reward_range = probe.reward_range
+        if hasattr(probe, "close"):
+            probe.close()
         if buffer_size < self.max_episode_steps + 1:
             raise ValueError(
                 f"buffer_size={buffer_size} is invalid: must hold one whole episode "
@@ -141,13 +157,14 @@ class HERDataModule(pl.LightningDataModule):
         self.env: GoalEnv | None = None
         self.buffer: EpisodeBuffer | None = None
         self.sampler: HERSampler | None = None
+        self.goal_sampler: HERSampler | None = None  # its own stream: the training batches do not depend on it
         self._eval_env: GoalEnv | None = None
 
     def setup(self, stage: str) -> None:
         if self.env is not None:
             return
         if self.seed is None:
-            self.seed = 0
+            self.seed = int(os.environ.get("PL_GLOBAL_SEED", 0))  # what lightning.seed_everything set
         device = self.device
         # Under DDP every rank collects its own episodes; all ranks evaluate on the same goals.
         self.env = self.make_env(self.env_config.num_envs, rank_stream("env"))
@@ -156,14 +173,17 @@ class HERDataModule(pl.LightningDataModule):
         self.buffer = EpisodeBuffer(
             self.buffer_size, self.obs_dim, self.goal_dim, self.action_dim, self.max_episode_steps, device
         )
-        self.sampler = HERSampler(
-            self.buffer,
-            self.env.compute_reward,
-            self.env.is_success,
-            self.env.terminate_on_success,
-            self.her_strategy,
-            self.her_ratio,
-            make_generator(self.seed, rank_stream("sampler"), device),
+        self.sampler, self.goal_sampler = (
+            HERSampler(
+                self.buffer,
+                self.env.compute_reward,
+                self.env.is_success,
+                self.env.terminate_on_success,
+                self.her_strategy,
+                self.her_ratio,
+                make_generator(self.seed, rank_stream(stream), device),
+            )
+            for stream in ("sampler", "goal_statistics")
         )
 
     @property
@@ -175,6 +195,27 @@ class HERDataModule(pl.LightningDataModule):
         """A new batch of ``num_envs`` episodes of the task, seeded from the run seed and ``stream``."""
         cfg = self.env_config
         return make_env(cfg.id, num_envs, derive_seed(self.seed, stream), self.device, **cfg.kwargs)
+
+    def collect(self, policy: Policy, num_episodes: int, num_envs: int | None = None) -> Collection:
+        """Play at least ``num_episodes`` episodes with ``policy``, check them and store them in the buffer.
+
+        They are played ``env.num_envs`` at a time on the training env, or, with ``num_envs``, that many
+        at a time on a fresh env of the run's ``warmup`` stream (closed after). Every batch is checked
+        against the env's own labels first (``conventions.check_episodes``): a disagreement stops the run.
+        """
+        env = self.env if num_envs is None else self.make_env(num_envs, rank_stream("warmup"))
+        played = []
+        for _ in range(math.ceil(num_episodes / env.num_envs)):
+            episodes = rollout(env, policy)
+            check_episodes(env, episodes, self.env_config.id)
+            self.buffer.add(episodes)
+            played.append(episodes)
+        if env is not self.env and hasattr(env, "close"):  # Gymnasium copies may hold simulators or subprocesses
+            env.close()
+        observations = torch.cat([episodes.observation[episodes.valid_states] for episodes in played])
+        new_transitions = sum(int(episodes.length.sum()) for episodes in played)
+        goals = self.goal_sampler.sample(new_transitions, newest=new_transitions).goal
+        return Collection(played, observations, goals)
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(HERDataset(self.sampler, self.batch_size, self.batches_per_epoch), batch_size=None)
@@ -205,7 +246,11 @@ class HERDataModule(pl.LightningDataModule):
 
         Under DDP, every rank's (see ``distributed.gather_rank_states``).
         """
-        state = {"env": self.env.state_dict(), "sampler_generator": self.sampler.generator.get_state()}
+        state = {
+            "env": self.env.state_dict(),
+            "sampler_generator": self.sampler.generator.get_state(),
+            "goal_sampler_generator": self.goal_sampler.generator.get_state(),
+        }
         if self.save_buffer:
             state["buffer"] = self.buffer.state_dict()
         return gather_rank_states(state)
@@ -214,6 +259,8 @@ class HERDataModule(pl.LightningDataModule):
         state = select_rank_state(state, "episode buffer and random streams")
         self.env.load_state_dict(state["env"])
         self.sampler.generator.set_state(state["sampler_generator"])
+        if "goal_sampler_generator" in state:  # checkpoints from before goal statistics were sampled lack it
+            self.goal_sampler.generator.set_state(state["goal_sampler_generator"])
         if "buffer" in state:
             self.buffer.load_state_dict(state["buffer"])
         else:

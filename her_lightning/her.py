@@ -45,9 +45,12 @@ class HERSampler:
 
     Rewards and terminals are recomputed for every sampled transition, relabelled
     or not, from the next achieved goal and the (new) goal, with the task's own
-    functions. A time-limit truncation is never a terminal: a transition is
-    terminal only if the task ends episodes on success and its next state
-    satisfies the goal. Sampling reads the buffer and never writes to it.
+    functions. A time-limit truncation is never a terminal. A transition is
+    terminal if the task ends episodes on success and its next state satisfies
+    the goal, or if it is the last of an episode that the env ended for another
+    reason (a failure): that end does not depend on the goal, so it stays
+    terminal under every relabelled goal. Sampling reads the buffer and never
+    writes to it.
 
     Args:
         buffer: The episodes to sample from.
@@ -81,12 +84,16 @@ class HERSampler:
         self.her_ratio = her_ratio
         self.generator = generator if generator is not None else torch.Generator(buffer.device)
 
-    def sample(self, batch_size: int) -> HERBatch:
-        """Draw ``batch_size`` transitions uniformly over all stored transitions and relabel them."""
+    def sample(self, batch_size: int, newest: int | None = None) -> HERBatch:
+        """Draw ``batch_size`` transitions uniformly over the stored transitions and relabel them.
+
+        With ``newest``, only the ``newest`` most recently stored transitions are drawn from.
+        """
         buffer, device, g = self.buffer, self.buffer.device, self.generator
         if buffer.num_transitions == 0:
             raise RuntimeError("cannot sample from an empty episode buffer: collect episodes first")
-        flat = torch.randint(buffer.num_transitions, (batch_size,), generator=g, device=device)
+        older = buffer.num_transitions - min(newest, buffer.num_transitions) if newest is not None else 0
+        flat = older + torch.randint(buffer.num_transitions - older, (batch_size,), generator=g, device=device)
         u_relabel, u_goal = torch.rand(2, batch_size, generator=g, device=device)
         index = buffer.locate(flat)
         next_row = (index.row + 1) % buffer.capacity
@@ -99,11 +106,10 @@ class HERSampler:
         observation, _, action = buffer.split(buffer.rows.index_select(0, index.row))
         next_observation, next_achieved, _ = buffer.split(buffer.rows.index_select(0, next_row))
         reward = self.compute_reward(next_achieved, goal)
+        terminal = buffer.failed.index_select(0, index.episode) & (index.t == index.length - 1)
         if self.terminate_on_success:
-            terminal = self.is_success(next_achieved, goal).to(reward.dtype)
-        else:
-            terminal = torch.zeros_like(reward)
-        return HERBatch(observation, goal, action, reward, next_observation, terminal)
+            terminal |= self.is_success(next_achieved, goal)
+        return HERBatch(observation, goal, action, reward, next_observation, terminal.to(reward.dtype))
 
     def _goal_step(self, t: torch.Tensor, length: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """The state (1..length) of each episode whose achieved goal becomes the relabelled goal; ``u`` in [0, 1)."""

@@ -18,6 +18,10 @@ from her_lightning.her import HERBatch
 from her_lightning.networks import Actor, Critic
 
 
+SATURATION_PREACTIVATION = 3.0
+"""Pre-``tanh`` values beyond this are saturated: ``tanh(3) = 0.995``, and its slope there is 1% of its slope at 0."""
+
+
 class TargetSmoothing(NamedTuple):
     """TD3's target policy smoothing: ``clip(N(0, std), -clip, clip)`` added to the target action."""
 
@@ -58,8 +62,23 @@ def critic_loss(
     return sum(F.mse_loss(q, target) for q in qs), qs[0]
 
 
-def actor_loss(batch: HERBatch, actor: Actor, critic: Critic, action_l2: float = 0.0) -> torch.Tensor:
-    """``-Q(s, g, pi(s, g))`` averaged over the batch, plus ``action_l2`` times the mean squared action."""
-    action = actor(batch.observation, batch.goal)
+def actor_loss(
+    batch: HERBatch, actor: Actor, critic: Critic, action_l2: float = 0.0, preactivation_l2: float = 0.0
+) -> torch.Tensor:
+    """``-Q(s, g, pi(s, g))`` averaged over the batch, plus L2 penalties on the actions and their pre-activations.
+
+    ``action_l2`` weighs the mean squared action (HER's penalty); ``preactivation_l2`` the mean squared
+    excess of the pre-``tanh`` values over ``SATURATION_PREACTIVATION``. The second keeps the actor out of
+    the ``tanh``'s flat tails: there the gradient of ``Q`` through the ``tanh`` vanishes, Adam's steps
+    shrink to nothing, and a saturated policy never changes again. Its gradient grows with the saturation
+    instead of vanishing, and it is zero for actions up to ``tanh(3) = 0.995``, so it does not bend them.
+    """
+    preactivation = actor.preactivation(batch.observation, batch.goal)
+    action = torch.tanh(preactivation)
     loss = -critic(batch.observation, batch.goal, action).mean()
-    return loss + action_l2 * action.square().mean() if action_l2 > 0 else loss
+    if action_l2 > 0:
+        loss = loss + action_l2 * action.square().mean()
+    if preactivation_l2 > 0:
+        excess = (preactivation.abs() - SATURATION_PREACTIVATION).clamp_(min=0.0)
+        loss = loss + preactivation_l2 * excess.square().mean()
+    return loss

@@ -18,13 +18,19 @@ from her_lightning.losses import TargetSmoothing, actor_loss, critic_loss, td_ta
 from her_lightning.networks import Actor, Critic, polyak_update
 from her_lightning.normalizer import RunningNormalizer
 from her_lightning.rng import make_generator
-from her_lightning.rollout import Episodes, rollout
+from her_lightning.rollout import rollout
 
 
 PLAIN_DDP_ADVICE = (
     "cannot train HERDDPG: its critic and actor steps each use part of the parameters; "
     "use ddp_find_unused_parameters_true (as configs/point2d_ddp.yaml)"
 )
+
+
+def value_range(reward_range: tuple[float, float], gamma: float) -> tuple[float, float]:
+    """The discounted returns that per-step rewards in ``reward_range`` can produce, over any horizon."""
+    low, high = reward_range
+    return min(low, 0.0) / (1.0 - gamma), max(high, 0.0) / (1.0 - gamma)
 
 
 class HERDDPG(pl.LightningModule):
@@ -58,8 +64,12 @@ class HERDDPG(pl.LightningModule):
         policy_delay: TD3's delayed updates: the actor and the targets are updated every
             ``policy_delay`` critic steps.
         action_l2: Weight of the L2 penalty on the actor's actions (HER's Fetch setting: 1.0).
-        clip_target: Clip the TD target to ``[-1 / (1 - gamma), 0]``, the returns a reward of
-            -1 or 0 per step can produce.
+        preactivation_l2: Weight of the L2 penalty on the actor's pre-``tanh`` values; keeps the policy from
+            saturating at the action bounds, where its gradient vanishes and it stops changing.
+        clip_target: Clip the TD target to the returns that ``reward_range`` can produce,
+            ``[min(low, 0), max(high, 0)] / (1 - gamma)`` (for -1/0 rewards: ``[-1 / (1 - gamma), 0]``).
+        reward_range: ``(low, high)`` of the env's per-step reward where it is known (linked from the
+            data by the CLI); ``None`` for a dense reward.
 
     Raises:
         ValueError: If an option is out of range; the message names it.
@@ -83,7 +93,9 @@ class HERDDPG(pl.LightningModule):
         target_noise_clip: float = 0.5,
         policy_delay: int = 1,
         action_l2: float = 0.0,
+        preactivation_l2: float = 0.0,
         clip_target: bool = False,
+        reward_range: tuple[float, float] | None = None,
     ) -> None:
         super().__init__()
         for name, value in [("obs_dim", obs_dim), ("goal_dim", goal_dim), ("action_dim", action_dim)]:
@@ -97,7 +109,7 @@ class HERDDPG(pl.LightningModule):
         for name, value in [("gamma", gamma), ("tau", tau), ("solved_success_rate", solved_success_rate)]:
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name}={value} is invalid: must be within [0, 1]")
-        for name, value in [("target_policy_noise", target_policy_noise), ("action_l2", action_l2)]:
+        for name, value in [("target_policy_noise", target_policy_noise), ("action_l2", action_l2), ("preactivation_l2", preactivation_l2)]:
             if value < 0:
                 raise ValueError(f"{name}={value} is invalid: must be at least 0")
         for name, value in [("norm_clip", norm_clip), ("target_noise_clip", target_noise_clip)]:
@@ -106,7 +118,11 @@ class HERDDPG(pl.LightningModule):
         if policy_delay < 1:
             raise ValueError(f"policy_delay={policy_delay} is invalid: must be at least 1")
         if clip_target and gamma >= 1.0:
-            raise ValueError(f"clip_target needs gamma < 1 (the bound is -1 / (1 - gamma)), got gamma={gamma}")
+            raise ValueError(f"clip_target needs gamma < 1 (the bounds are divided by 1 - gamma), got gamma={gamma}")
+        if clip_target and reward_range is None:
+            raise ValueError(
+                "clip_target needs the env's reward range, which only a sparse reward has (reward_range is None)"
+            )
         self.save_hyperparameters()
         self.automatic_optimization = False
         hidden = tuple(hidden)
@@ -119,7 +135,7 @@ class HERDDPG(pl.LightningModule):
         # Networks see normalized inputs; the statistics are buffers, saved with the weights.
         self.obs_normalizer = RunningNormalizer(obs_dim, norm_clip) if normalize_inputs else None
         self.goal_normalizer = RunningNormalizer(goal_dim, norm_clip) if normalize_inputs else None
-        self._value_range = (-1.0 / (1.0 - gamma), 0.0) if clip_target else None
+        self._value_range = value_range(reward_range, gamma) if clip_target else None
         self._seed = 0
         self._generator: torch.Generator | None = None  # target smoothing noise, made on the training device
         self._generator_state: torch.Tensor | None = None  # from a checkpoint, applied when the stream is made
@@ -149,14 +165,16 @@ class HERDDPG(pl.LightningModule):
         return self.actor(observation, goal)
 
     @torch.no_grad()
-    def observe(self, episodes: Episodes) -> None:
-        """Add collected episodes' states and goals to the input statistics (nothing without ``normalize_inputs``)."""
+    def observe(self, observations: torch.Tensor, goals: torch.Tensor) -> None:
+        """Add collected states and goals to the input statistics (nothing without ``normalize_inputs``).
+
+        ``goals`` should be the goals the networks train on (HER-relabelled, mostly achieved goals; see
+        ``HERDataModule.collect``), so that normalized goals are centred where training needs them.
+        """
         if self.obs_normalizer is None:
             return
-        valid = torch.arange(episodes.observation.shape[1], device=episodes.length.device) <= episodes.length[:, None]
-        self.obs_normalizer.update(episodes.observation[valid])
-        # Goals the networks see: desired goals, and achieved goals (HER's relabelled goals).
-        self.goal_normalizer.update(torch.cat([episodes.achieved_goal[valid], episodes.desired_goal]))
+        self.obs_normalizer.update(observations)
+        self.goal_normalizer.update(goals)
 
     def normalize(self, batch: HERBatch) -> HERBatch:
         """The batch as the networks see it: observations and goals normalized when ``normalize_inputs`` is on."""
@@ -217,7 +235,7 @@ class HERDDPG(pl.LightningModule):
 
         # The critic is frozen for the actor's step: the actor loss must not leave gradients in it.
         self.critic.requires_grad_(False)
-        loss_a = actor_loss(batch, self.actor, self.critic, hp.action_l2)
+        loss_a = actor_loss(batch, self.actor, self.critic, hp.action_l2, hp.get("preactivation_l2", 0.0))
         actor_opt.zero_grad(set_to_none=True)
         backward(loss_a)
         actor_opt.step()
@@ -270,7 +288,11 @@ class HERDDPG(pl.LightningModule):
 
     def _run_hparams(self) -> dict[str, Any]:
         """The settings shown in TensorBoard's HParams tab."""
-        params: dict[str, Any] = {f"model/{key}": value for key, value in self.hparams.items()}
+        # TensorBoard takes numbers, strings and booleans only: lists, tuples and None are shown as text.
+        params: dict[str, Any] = {
+            f"model/{key}": value if isinstance(value, int | float | str | bool) else str(value)
+            for key, value in self.hparams.items()
+        }
         params["model/hidden"] = str(list(self.hparams.hidden))
         datamodule = self.trainer.datamodule
         if datamodule is not None and hasattr(datamodule, "describe"):

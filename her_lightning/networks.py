@@ -26,7 +26,11 @@ class Actor(nn.Module):
         self.net = mlp(obs_dim + goal_dim, hidden, action_dim)
 
     def forward(self, observation: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.net(torch.cat([observation, goal], dim=-1)))
+        return torch.tanh(self.preactivation(observation, goal))
+
+    def preactivation(self, observation: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+        """The action before the ``tanh``: where it is large, the action saturates and its gradient vanishes."""
+        return self.net(torch.cat([observation, goal], dim=-1))
 
 
 class Critic(nn.Module):

@@ -26,40 +26,77 @@ class Episodes(NamedTuple):
     action: torch.Tensor  # (N, T, action_dim)
     reward: torch.Tensor  # (N, T), zero past the end
     length: torch.Tensor  # (N,) long, in [1, T]
-    terminated: torch.Tensor  # (N,) bool: ended by reaching the goal
-    success: torch.Tensor  # (N,) bool: the final state satisfies the goal
+    terminated: torch.Tensor  # (N,) bool: the env ended the episode (goal reached, or a failure)
+    success: torch.Tensor  # (N,) bool: the env reports the goal reached in the final state
+    step_success: torch.Tensor  # (N, T) bool: the env reports the goal reached after each step, false past the end
+    goal_moved: torch.Tensor  # (N,) bool: the desired goal changed within the episode (a continuing task)
+
+    @property
+    def valid(self) -> torch.Tensor:  # (N, T) bool
+        """Which transitions (and actions) belong to their episode; state ``t + 1`` is valid where transition ``t`` is."""
+        return torch.arange(self.action.shape[1], device=self.length.device) < self.length.unsqueeze(1)
+
+    @property
+    def valid_states(self) -> torch.Tensor:  # (N, T + 1) bool
+        return torch.arange(self.observation.shape[1], device=self.length.device) <= self.length.unsqueeze(1)
 
     @property
     def episode_return(self) -> torch.Tensor:  # (N,)
         return self.reward.sum(dim=1)
 
 
+def exploring(
+    policy: Policy, noise_std: float, random_action_prob: float, generator: torch.Generator | None
+) -> Policy:
+    """``policy`` with exploration: Gaussian noise on its actions, and a share of them replaced by uniform ones.
+
+    Args:
+        policy: The acting policy.
+        noise_std: Standard deviation of the Gaussian noise added to the action (the sum is clipped to ``[-1, 1]``).
+        random_action_prob: Probability that an episode's action at a step is replaced by a uniformly
+            random one (HER's ``random_eps``).
+        generator: The exploration stream; required when exploring.
+    """
+    if (noise_std > 0 or random_action_prob > 0) and generator is None:
+        raise ValueError("exploration (noise_std or random_action_prob > 0) needs a generator")
+
+    def act(observation: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+        action = policy(observation, goal)
+        if noise_std > 0:
+            noise = torch.randn(action.shape, generator=generator, device=action.device)
+            action = (action + noise_std * noise).clamp_(-1.0, 1.0)
+        if random_action_prob > 0:
+            replace = torch.rand(action.shape[0], 1, generator=generator, device=action.device) < random_action_prob
+            uniform = torch.rand(action.shape, generator=generator, device=action.device) * 2.0 - 1.0
+            action = torch.where(replace, uniform, action)
+        return action
+
+    return act
+
+
+def uniform_policy(action_dim: int, generator: torch.Generator) -> Policy:
+    """Uniformly random actions in ``[-1, 1]``, drawn from ``generator``."""
+
+    def act(observation: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+        shape = (observation.shape[0], action_dim)
+        return torch.rand(shape, generator=generator, device=observation.device) * 2.0 - 1.0
+
+    return act
+
+
 @torch.no_grad()
-def rollout(
-    env: GoalEnv,
-    policy: Policy,
-    noise_std: float = 0.0,
-    generator: torch.Generator | None = None,
-    random_action_prob: float = 0.0,
-) -> Episodes:
+def rollout(env: GoalEnv, policy: Policy) -> Episodes:
     """Play one episode in each of the env's ``num_envs`` slots, all at once.
 
     Args:
         env: The batch of episodes to run; it is reset first.
-        policy: The acting policy.
-        noise_std: Standard deviation of the Gaussian exploration noise added to
-            the policy's action (the sum is clipped to ``[-1, 1]``).
-        generator: The exploration stream; required when exploring.
-        random_action_prob: Probability that an episode's action at a step is
-            replaced by a uniformly random one (HER's ``random_eps``).
+        policy: The acting policy (wrap it with ``exploring`` to explore).
 
     Returns:
         The finished episodes. Slots whose episode has ended keep being stepped
         until every episode has ended; past its end, an episode's actions and
         rewards are zeroed and its states are not to be read.
     """
-    if (noise_std > 0 or random_action_prob > 0) and generator is None:
-        raise ValueError("rollout with exploration (noise_std or random_action_prob > 0) needs a generator")
     n, steps, device = env.num_envs, env.max_episode_steps, env.device
     obs = env.reset()
     desired_goal = obs.desired_goal
@@ -67,17 +104,12 @@ def rollout(
     observations, achieved_goals = [obs.observation], [obs.achieved_goal]
     actions, rewards, successes, terminals, ends = [], [], [], [], []
     ended = torch.zeros(n, dtype=torch.bool, device=device)
+    goal_moved = torch.zeros(n, dtype=torch.bool, device=device)
     for _ in range(steps):
         act = policy(obs.observation, desired_goal)
-        if noise_std > 0:
-            noise = torch.randn(act.shape, generator=generator, device=device)
-            act = (act + noise_std * noise).clamp_(-1.0, 1.0)
-        if random_action_prob > 0:
-            replace = torch.rand(n, 1, generator=generator, device=device) < random_action_prob
-            uniform = torch.rand(act.shape, generator=generator, device=device) * 2.0 - 1.0
-            act = torch.where(replace, uniform, act)
         result = env.step(act)
         obs = result.obs
+        goal_moved |= ~ended & (obs.desired_goal != desired_goal).any(dim=-1)
         # Every slot is recorded; what a slot records after its episode ended is cut off below.
         observations.append(obs.observation)
         achieved_goals.append(obs.achieved_goal)
@@ -96,8 +128,8 @@ def rollout(
     last = torch.where(end.any(dim=1), end.to(torch.uint8).argmax(dim=1), played - 1).unsqueeze(1)
     length = last.squeeze(1) + 1
     terminated = torch.stack(terminals, dim=1).gather(1, last).squeeze(1)
-    final_success = torch.stack(successes, dim=1).gather(1, last).squeeze(1)
     valid = torch.arange(steps, device=device) < length.unsqueeze(1)  # (N, T)
+    step_success = _padded(successes, steps) & valid
     return Episodes(
         observation=_padded(observations, steps + 1),
         achieved_goal=_padded(achieved_goals, steps + 1),
@@ -106,7 +138,9 @@ def rollout(
         reward=_padded(rewards, steps) * valid,
         length=length,
         terminated=terminated,
-        success=final_success,
+        success=step_success.gather(1, last).squeeze(1),
+        step_success=step_success,
+        goal_moved=goal_moved,
     )
 
 

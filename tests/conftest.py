@@ -27,6 +27,8 @@ def tagged_episodes(lengths: list[int], first_id: int = 0, max_steps: int = 10, 
         length=torch.tensor(lengths),
         terminated=torch.full((n,), terminated),
         success=torch.full((n,), terminated),
+        step_success=(torch.arange(max_steps) == torch.tensor(lengths)[:, None] - 1) & terminated,
+        goal_moved=torch.zeros(n, dtype=torch.bool),
     )
 
 

@@ -68,3 +68,90 @@ gym.register("ToyReach-v0", entry_point=ToyReach, max_episode_steps=20)
 gym.register("ToyReachUnbatched-v0", entry_point=UnbatchedReward, max_episode_steps=20)
 gym.register("ToyReachNoGoal-v0", entry_point=NoDesiredGoal, max_episode_steps=20)
 gym.register("ToyReachNoLimit-v0", entry_point=ToyReach)
+
+
+class BitFlip(gym.Env):
+    """Flip bits to match a target: int8 ``MultiBinary`` observations and goals; a positive action flips its bit."""
+
+    def __init__(self, bits: int = 4) -> None:
+        binary = spaces.MultiBinary(bits)
+        self.observation_space = spaces.Dict({"observation": binary, "achieved_goal": binary, "desired_goal": binary})
+        self.action_space = spaces.Box(-1.0, 1.0, (bits,), np.float32)
+        self.state = np.zeros(bits, dtype=np.int8)
+        self.goal = np.zeros(bits, dtype=np.int8)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
+        super().reset(seed=seed)
+        self.state = self.np_random.integers(0, 2, self.state.shape).astype(np.int8)
+        self.goal = self.np_random.integers(0, 2, self.goal.shape).astype(np.int8)
+        return self._obs(), {}
+
+    def step(self, action: np.ndarray) -> tuple[dict, float, bool, bool, dict]:
+        self.state = np.where(np.asarray(action) > 0.5, 1 - self.state, self.state).astype(np.int8)
+        reward = float(self.compute_reward(self.state, self.goal, None))
+        return self._obs(), reward, False, False, {"is_success": reward == 0.0}
+
+    def compute_reward(self, achieved_goal: np.ndarray, desired_goal: np.ndarray, info: Any) -> np.ndarray:
+        assert achieved_goal.dtype == np.int8, "goals reach compute_reward in the env's own dtype"
+        return -(achieved_goal != desired_goal).any(axis=-1).astype(np.float64)
+
+    def _obs(self) -> dict[str, np.ndarray]:
+        return {"observation": self.state.copy(), "achieved_goal": self.state.copy(), "desired_goal": self.goal.copy()}
+
+
+class OneZeroReach(ToyReach):
+    """PointMaze's convention: reward 1 at the goal and 0 elsewhere, success in ``info["success"]``."""
+
+    def step(self, action: np.ndarray) -> tuple[dict, float, bool, bool, dict]:
+        obs, _, terminated, truncated, _ = super().step(action)
+        reward = float(self.compute_reward(self.position, self.goal, None))
+        return obs, reward, terminated, truncated, {"success": reward == 1.0}
+
+    def compute_reward(self, achieved_goal: np.ndarray, desired_goal: np.ndarray, info: Any) -> np.ndarray:
+        return (np.linalg.norm(achieved_goal - desired_goal, axis=-1) <= 0.1).astype(np.float64)
+
+
+class FallingReach(ToyReach):
+    """Episodes end, without reaching the goal, when the point leaves the unit square (a fall)."""
+
+    def step(self, action: np.ndarray) -> tuple[dict, float, bool, bool, dict]:
+        obs, reward, terminated, truncated, info = super().step(action)
+        return obs, reward, terminated or bool(np.abs(self.position).max() > 1.0), truncated, info
+
+
+class DenseReach(ToyReach):
+    """A dense reward, minus the distance to the goal; success within 0.1, reported as ``is_success``."""
+
+    def step(self, action: np.ndarray) -> tuple[dict, float, bool, bool, dict]:
+        obs, _, terminated, truncated, _ = super().step(action)
+        success = bool(np.linalg.norm(self.position - self.goal) <= 0.1)
+        return obs, float(self.compute_reward(self.position, self.goal, None)), terminated, truncated, {"is_success": success}
+
+    def compute_reward(self, achieved_goal: np.ndarray, desired_goal: np.ndarray, info: Any) -> np.ndarray:
+        return -np.linalg.norm(achieved_goal - desired_goal, axis=-1)
+
+
+class MovingGoalReach(ToyReach):
+    """A continuing task: the goal jumps elsewhere every 5 steps, within the episode."""
+
+    def step(self, action: np.ndarray) -> tuple[dict, float, bool, bool, dict]:
+        self.steps = getattr(self, "steps", 0) + 1
+        if self.steps % 5 == 0:
+            self.goal = self.np_random.uniform(-0.5, 0.5, 2)
+        return super().step(action)
+
+
+class PenalizedReach(ToyReach):
+    """A step reward with an action cost that ``compute_reward`` lacks: relabelled rewards would be wrong."""
+
+    def step(self, action: np.ndarray) -> tuple[dict, float, bool, bool, dict]:
+        obs, reward, terminated, truncated, info = super().step(action)
+        return obs, reward - 0.01 * float(np.square(action).sum()), terminated, truncated, info
+
+
+gym.register("BitFlip-v0", entry_point=BitFlip, max_episode_steps=8)
+gym.register("OneZeroReach-v0", entry_point=OneZeroReach, max_episode_steps=20)
+gym.register("FallingReach-v0", entry_point=FallingReach, max_episode_steps=20)
+gym.register("DenseReach-v0", entry_point=DenseReach, max_episode_steps=20)
+gym.register("MovingGoalReach-v0", entry_point=MovingGoalReach, max_episode_steps=20)
+gym.register("PenalizedReach-v0", entry_point=PenalizedReach, max_episode_steps=20)

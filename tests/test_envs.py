@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from her_lightning.envs import GoalEnv, PointNavEnv, make_env
-from her_lightning.rollout import rollout
+from her_lightning.rollout import exploring, rollout
 
 
 def test_reset_starts_at_origin_with_goals_in_range() -> None:
@@ -103,8 +103,8 @@ def test_unknown_env_id_names_the_built_in_ones() -> None:
 @pytest.mark.parametrize("prob", [0.0, 0.3, 1.0])
 def test_random_actions_replace_the_policys_at_the_given_rate(prob: float) -> None:
     env = PointNavEnv(num_envs=64, seed=0)
-    episodes = rollout(env, lambda obs, goal: torch.full((obs.shape[0], 2), 0.5), 0.0, torch.Generator().manual_seed(0),
-                       random_action_prob=prob)
+    policy = exploring(lambda obs, goal: torch.full((obs.shape[0], 2), 0.5), 0.0, prob, torch.Generator().manual_seed(0))
+    episodes = rollout(env, policy)
     valid = torch.arange(50) < episodes.length[:, None]
     actions = episodes.action[valid]
     replaced = (actions != 0.5).all(dim=-1)
@@ -116,4 +116,4 @@ def test_random_actions_replace_the_policys_at_the_given_rate(prob: float) -> No
 
 def test_exploring_without_a_generator_is_an_error() -> None:
     with pytest.raises(ValueError, match="needs a generator"):
-        rollout(PointNavEnv(), lambda obs, goal: torch.zeros(obs.shape[0], 2), random_action_prob=0.3)
+        exploring(lambda obs, goal: torch.zeros(obs.shape[0], 2), 0.0, 0.3, None)

@@ -104,7 +104,7 @@ def test_copies_in_subprocesses_behave_as_in_process() -> None:
         ("goal_envs:ToyReachNoGoal-v0", {}, "is not goal-conditioned: its observation lacks ['desired_goal']"),
         ("CartPole-v1", {}, "is not goal-conditioned: its observation lacks"),
         ("goal_envs:ToyReachUnbatched-v0", {}, "compute_reward returned shape () for a batch of 3 goals"),
-        ("goal_envs:ToyReachNoLimit-v0", {}, "has no time limit: add max_episode_steps to env.kwargs"),
+        ("goal_envs:ToyReachNoLimit-v0", {}, "has no time limit: add max_episode_steps to data.env.kwargs"),
         ("goal_envs:Nope-v0", {}, "env id='goal_envs:Nope-v0' is unknown"),
         ("no_such_module:Nope-v0", {}, "env id='no_such_module:Nope-v0' is unknown"),
         (TOY, {"vectorization_mode": "threads"}, "vectorization_mode='threads' is unknown"),

@@ -35,23 +35,20 @@ def test_invalid_options_name_themselves(name: str, value: float) -> None:
         HERDDPG(2, 2, 2, **{name: value})
 
 
-def test_statistics_come_from_the_valid_states_and_goals_of_collected_episodes() -> None:
+def test_statistics_come_from_the_observations_and_goals_observed() -> None:
     model = HERDDPG(2, 2, 2, hidden=(8,), normalize_inputs=True)
-    # States (k, s) for s <= length; the padding past each end holds larger s that must not count.
-    model.observe(tagged_episodes([2, 3], max_steps=10))
-    steps = torch.tensor([0.0, 1, 2, 0, 1, 2, 3])
-    ids = torch.tensor([0.0, 0, 0, 1, 1, 1, 1])
-    assert torch.allclose(model.obs_normalizer.mean, torch.stack([ids.mean(), steps.mean()]))
-    # Goals: the same achieved goals plus the two desired goals (k, -1).
-    goal_ids, goal_steps = torch.cat([ids, torch.tensor([0.0, 1])]), torch.cat([steps, torch.tensor([-1.0, -1])])
-    assert torch.allclose(model.goal_normalizer.mean, torch.stack([goal_ids.mean(), goal_steps.mean()]))
-    assert model.obs_normalizer.count.item() == 7
+    observations, goals = torch.tensor([[0.0, 1], [2, 3], [4, 5]]), torch.tensor([[1.0, -1], [3, -3]])
+    model.observe(observations, goals)
+    assert torch.allclose(model.obs_normalizer.mean, torch.tensor([2.0, 3]))
+    assert torch.allclose(model.goal_normalizer.mean, torch.tensor([2.0, -2]))
+    assert model.obs_normalizer.count.item() == 3 and model.goal_normalizer.count.item() == 2
 
 
 def test_the_policy_and_the_update_see_normalized_inputs() -> None:
     torch.manual_seed(0)
     model = HERDDPG(2, 2, 2, hidden=(8,), normalize_inputs=True)
-    model.observe(tagged_episodes([5, 9], max_steps=10))
+    episodes = tagged_episodes([5, 9], max_steps=10)
+    model.observe(episodes.observation[episodes.valid_states], episodes.achieved_goal[episodes.valid_states])
     observation, goal = torch.rand(4, 2) * 9, torch.rand(4, 2) * 9
     expected = model.actor(model.obs_normalizer(observation), model.goal_normalizer(goal))
     assert torch.equal(model.act(observation, goal), expected)
@@ -64,7 +61,7 @@ def test_the_policy_and_the_update_see_normalized_inputs() -> None:
 
 def test_without_normalization_inputs_pass_through_and_nothing_is_stored() -> None:
     model = HERDDPG(2, 2, 2, hidden=(8,))
-    model.observe(tagged_episodes([3], max_steps=4))
+    model.observe(torch.rand(5, 2), torch.rand(5, 2))
     assert not any("normalizer" in key for key in model.state_dict())
     observation, goal = torch.rand(4, 2), torch.rand(4, 2)
     assert torch.equal(model.act(observation, goal), model.actor(observation, goal))

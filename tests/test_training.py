@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning.pytorch as pl
+import pytest
 import torch
 
 from her_lightning import HERDDPG, EnvConfig, EpisodeCollector, HERDataModule
+from her_lightning.cli import HERLightningCLI
 
 
 def train(
@@ -55,3 +57,18 @@ def test_two_runs_with_one_seed_are_identical(tmp_path: Path) -> None:
         assert torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b
     third, _, _ = train(tmp_path / "c", epochs=2, seed=1)
     assert not torch.equal(first.actor.net[0].weight, third.actor.net[0].weight)
+
+
+@pytest.mark.parametrize("seed", [1, 6])
+def test_the_reference_config_learns_on_seeds_where_the_spec_settings_froze(seed: int) -> None:
+    # With the spec's untrained-actor warm-up these seeds saturated the actor at the action bounds and never solved.
+    cli = HERLightningCLI(
+        HERDDPG, HERDataModule, run=False, save_config_callback=None,
+        args=["--config", str(Path(__file__).parents[1] / "configs" / "point2d.yaml"), "--seed_everything", str(seed),
+              "--trainer.logger", "false", "--trainer.callbacks", "[]", "--trainer.enable_checkpointing", "false",
+              "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+              "--trainer.max_epochs", "60", "--trainer.check_val_every_n_epoch", "60"],
+    )
+    cli.trainer.fit(cli.model, cli.datamodule)
+    success = cli.trainer.callback_metrics["eval/success_rate"].item()
+    assert success >= 0.9, f"seed {seed}: eval success rate {success:.2f} after {cli.model.updates} updates"

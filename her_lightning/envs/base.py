@@ -20,9 +20,9 @@ class StepResult(NamedTuple):
 
     obs: GoalObs
     reward: torch.Tensor  # (N,)
-    terminated: torch.Tensor  # (N,) bool: the goal was reached (a true terminal)
+    terminated: torch.Tensor  # (N,) bool: the episode truly ended (goal reached, or a failure): no bootstrap
     truncated: torch.Tensor  # (N,) bool: the time limit was hit (not a terminal: bootstrap)
-    success: torch.Tensor  # (N,) bool: the achieved goal satisfies the desired goal
+    success: torch.Tensor  # (N,) bool: the goal is reached, as the env itself reports it
 
 
 @runtime_checkable
@@ -33,7 +33,14 @@ class GoalEnv(Protocol):
     ``step`` advances all of them (episodes that already ended keep being stepped
     and their output is ignored by the caller). The reward and success functions
     are vectorized over any leading batch shape, so that HER can recompute them
-    for relabelled goals.
+    for relabelled goals. ``is_success`` must agree with the success the env
+    reports in ``step``, and ``compute_reward`` with its reward; training checks
+    both on every collected batch.
+
+    ``terminate_on_success`` says whether reaching the goal ends an episode;
+    any other ``terminated`` is a failure, terminal whatever the goal.
+    ``reward_range`` is ``(low, high)`` of the per-step reward where it is
+    known (sparse rewards: the two values), ``None`` where it is not.
     """
 
     num_envs: int
@@ -42,6 +49,7 @@ class GoalEnv(Protocol):
     action_dim: int
     max_episode_steps: int
     terminate_on_success: bool
+    reward_range: tuple[float, float] | None
     device: torch.device
 
     def reset(self) -> GoalObs: ...

@@ -50,13 +50,24 @@ class GymnasiumGoalEnv:
     """``num_envs`` copies of a Gymnasium goal-conditioned env, stepped as one batch.
 
     The env must have a dict observation with ``observation``, ``achieved_goal``
-    and ``desired_goal``, a bounded ``Box`` action space (actions in ``[-1, 1]``
-    are rescaled to it) and a ``compute_reward(achieved_goal, desired_goal,
-    info)`` that accepts batches; both are checked here. Rewards of relabelled
-    goals come from that function with ``info=None``. Success is the env's
-    ``info["is_success"]`` after a step and, for relabelled goals, a reward of
-    ``0`` (the sparse-reward convention). ``terminated`` and ``truncated``
-    are kept apart as the env reports them.
+    and ``desired_goal`` (any numeric dtype: they become float32 tensors), a
+    bounded ``Box`` action space (actions in ``[-1, 1]`` are rescaled to it) and
+    a ``compute_reward(achieved_goal, desired_goal, info)`` that accepts batches.
+    Rewards of relabelled goals come from that function with ``info=None``.
+
+    The env's conventions are found out here, not assumed:
+
+    - the reward at the goal is ``compute_reward(g, g)``; a reward that takes
+      only that value and one other on random goal pairs is sparse, and a goal
+      counts as reached where the reward is the reward at the goal (Fetch: 0,
+      PointMaze: 1). A dense reward needs a success criterion named by the user
+      (``success_threshold`` or ``success_fn``), and is refused without one.
+    - the success the env reports is ``info["is_success"]`` or ``info["success"]``
+      (or the key named by ``success_key``); the check in ``conventions`` makes
+      sure it agrees with the criterion above on every collected transition.
+    - ``terminated`` is kept as the env reports it, apart from ``truncated``;
+      ``terminate_on_success`` says whether reaching the goal is what ends an
+      episode (checked too), and any other termination is a failure.
 
     Args:
         env_id: A registered Gymnasium id, e.g. ``FetchReach-v4`` (``module:Id`` imports ``module`` first).
@@ -64,12 +75,16 @@ class GymnasiumGoalEnv:
         seed: Seeds the copies' random streams (copy ``i`` gets ``seed + i``).
         device: Where the tensors handed out live.
         vectorization_mode: ``sync`` (one process) or ``async`` (one process per copy).
-        terminate_on_success: Whether reaching the goal ends an episode in this task (``False`` for Fetch).
+        terminate_on_success: Whether reaching the goal ends an episode in this task (``False`` for Fetch,
+            ``True`` for PointMaze and AntMaze).
+        success_key: The ``info`` key of the env's success flag; ``None`` finds ``is_success`` or ``success``.
+        success_threshold: A goal is reached within this L2 distance (needed for dense rewards).
+        success_fn: ``module:function`` mapping batches of achieved and desired goals (numpy) to booleans.
         **env_kwargs: Keyword arguments for ``gymnasium.make``, e.g. ``max_episode_steps`` or ``reward_type``.
 
     Raises:
-        ValueError: If the id is unknown, the env is not goal-conditioned, or its
-            action space or time limit is unusable; the message says what is missing.
+        ValueError: If the id is unknown, the env is not goal-conditioned, its action space, time limit or
+            reward is unusable, or its goal moves within an episode; the message says what is wrong.
     """
 
     def __init__(
@@ -80,6 +95,9 @@ class GymnasiumGoalEnv:
         device: torch.device | str = "cpu",
         vectorization_mode: str = "sync",
         terminate_on_success: bool = False,
+        success_key: str | None = None,
+        success_threshold: float | None = None,
+        success_fn: str | None = None,
         **env_kwargs: Any,
     ) -> None:
         gym = import_gymnasium(env_id)
@@ -87,6 +105,8 @@ class GymnasiumGoalEnv:
             raise ValueError(f"num_envs={num_envs} is invalid: must be at least 1")
         if vectorization_mode not in ("sync", "async"):
             raise ValueError(f"vectorization_mode={vectorization_mode!r} is unknown: choose 'sync' or 'async'")
+        if success_threshold is not None and success_threshold <= 0:
+            raise ValueError(f"success_threshold={success_threshold} is invalid: must be positive")
         try:
             module, _, name = env_id.rpartition(":")
             if module:  # "module:Id": the module registers the env when imported
@@ -99,12 +119,22 @@ class GymnasiumGoalEnv:
                 f"({error}){hint}"
             ) from error
         # One copy in this process answers compute_reward, whatever process the stepped copies live in.
-        self._reference = gym.make(spec, **env_kwargs)
+        self._reference = _make(gym, spec, env_id, env_kwargs)
+        self.env_id = env_id
         self.max_episode_steps = _time_limit(self._reference, env_id)
         self.obs_dim, self.goal_dim = _check_goal_env(self._reference, env_id)
+        self._goal_dtype = self._reference.observation_space["achieved_goal"].dtype
         self._low, self._high = _action_bounds(self._reference.action_space, env_id)
         self.action_dim = self._low.shape[0]
-        self.env_id = env_id
+        unwrapped = self._reference.unwrapped
+        if getattr(unwrapped, "continuing_task", False) and getattr(unwrapped, "reset_target", False):
+            raise ValueError(
+                f"env id={env_id!r} is a continuing task whose goal moves once reached, within an episode, which "
+                "HER's relabelling of whole episodes does not handle: set continuing_task: false in data.env.kwargs"
+            )
+        self.reward_at_goal, self.reward_range = _reward_convention(self._reference, env_id, seed)
+        self._success_fn = _success_criterion(self, success_threshold, success_fn)
+        self.success_key = _success_key(self._reference, env_id, success_key)
         self.num_envs = num_envs
         self.terminate_on_success = terminate_on_success
         self.device = torch.device(device)
@@ -119,21 +149,22 @@ class GymnasiumGoalEnv:
         unit = _array(action.clamp(-1.0, 1.0))
         obs, reward, terminated, truncated, info = self._envs.step(self._low + (unit + 1.0) * 0.5 * (self._high - self._low))
         goal_obs = self._to_obs(obs)
-        if "is_success" in info:
-            success = self._tensor(info["is_success"]).bool()
+        if self.success_key is not None:
+            success = self._tensor(info[self.success_key]).bool()
         else:
             success = self.is_success(goal_obs.achieved_goal, goal_obs.desired_goal)
-        terminated = self._tensor(terminated)
-        return StepResult(goal_obs, self._tensor(reward), terminated, self._tensor(truncated) & ~terminated, success)
+        terminated = self._tensor(terminated).bool()
+        truncated = self._tensor(truncated).bool()
+        reward = self._tensor(reward).to(torch.float32)
+        return StepResult(goal_obs, reward, terminated, truncated & ~terminated, success)
 
     def compute_reward(self, achieved_goal: torch.Tensor, desired_goal: torch.Tensor) -> torch.Tensor:
-        shape = achieved_goal.shape[:-1]
-        achieved, desired = (_array(goal.reshape(-1, self.goal_dim)) for goal in (achieved_goal, desired_goal))
-        reward = self._reference.unwrapped.compute_reward(achieved, desired, None)
-        return self._tensor(reward).reshape(shape)
+        reward = self._reference.unwrapped.compute_reward(*self._goal_arrays(achieved_goal, desired_goal), None)
+        return self._tensor(reward).to(torch.float32).reshape(achieved_goal.shape[:-1])
 
     def is_success(self, achieved_goal: torch.Tensor, desired_goal: torch.Tensor) -> torch.Tensor:
-        return self.compute_reward(achieved_goal, desired_goal) == 0
+        success = self._success_fn(*self._goal_arrays(achieved_goal, desired_goal))
+        return self._tensor(success).bool().reshape(achieved_goal.shape[:-1])
 
     def state_dict(self) -> dict[str, Any]:
         """Each copy's random stream; episodes always start with a reset, so this is all the state between them."""
@@ -150,24 +181,91 @@ class GymnasiumGoalEnv:
         self._envs.close()
         self._reference.close()
 
-    def _to_obs(self, obs: dict[str, np.ndarray]) -> GoalObs:
-        return GoalObs(*(self._tensor(obs[key]) for key in GOAL_KEYS))
+    def _goal_arrays(self, *goals: torch.Tensor) -> list[np.ndarray]:
+        """Goals of any batch shape as ``(rows, goal_dim)`` arrays of the env's own goal dtype."""
+        return [_array(goal.reshape(-1, self.goal_dim)).astype(self._goal_dtype) for goal in goals]
 
-    def _tensor(self, array: np.ndarray) -> torch.Tensor:
-        tensor = torch.from_numpy(np.array(array))  # a copy: rollouts keep every step's tensors
-        return tensor.to(self.device, torch.float32) if tensor.is_floating_point() else tensor.to(self.device)
+    def _to_obs(self, obs: dict[str, np.ndarray]) -> GoalObs:
+        return GoalObs(*(self._tensor(obs[key]).to(torch.float32) for key in GOAL_KEYS))
+
+    def _tensor(self, array: Any) -> torch.Tensor:
+        return torch.from_numpy(np.array(array)).to(self.device)  # a copy: rollouts keep every step's tensors
 
 
 def _array(tensor: torch.Tensor) -> np.ndarray:
-    """A tensor as the float64 array Gymnasium envs compute with."""
+    """A tensor as a float64 array, the precision Gymnasium envs compute with."""
     return tensor.cpu().numpy().astype(np.float64)
+
+
+def _make(gym: Any, spec: Any, env_id: str, env_kwargs: dict[str, Any]) -> Any:
+    """``gymnasium.make``, with an unknown keyword argument as a one-line error."""
+    try:
+        return gym.make(spec, **env_kwargs)
+    except TypeError as error:
+        raise ValueError(f"env id={env_id!r} does not take data.env.kwargs {sorted(env_kwargs)}: {error}") from error
+
+
+def _reward_convention(env: Any, env_id: str, seed: int) -> tuple[float, tuple[float, float] | None]:
+    """The reward at the goal and, for a sparse reward, the range of rewards; ``None`` for a dense reward.
+
+    The goals are those of a few resets (a goal space's own samples can be meaningless, e.g. quaternions
+    that are not unit). The reward at the goal is ``compute_reward(g, g)``; a reward that takes no value but
+    that one and one other on pairs of those goals is sparse.
+    """
+    resets = [env.reset(seed=seed + i)[0] for i in range(8)]
+    goals = np.concatenate([np.stack([obs[key] for obs in resets]) for key in ("achieved_goal", "desired_goal")])
+    compute_reward = env.unwrapped.compute_reward
+    at_goal = np.asarray(compute_reward(goals, goals.copy(), None), dtype=np.float64)
+    if np.ptp(at_goal) > 1e-6 * max(1.0, np.abs(at_goal).max()):  # a dense reward's own rounding is allowed
+        raise ValueError(
+            f"env id={env_id!r}: compute_reward(g, g) takes several values ({at_goal.min():g} to {at_goal.max():g}) "
+            "for goals that are reached; HER needs one reward for a reached goal"
+        )
+    others = np.asarray(compute_reward(goals, np.roll(goals, 1, axis=0), None), dtype=np.float64)
+    values = np.unique(np.concatenate([at_goal, others]))
+    # + 0.0 turns a -0.0 into 0.0, for the messages and the logs
+    return float(at_goal.max()) + 0.0, ((float(values.min()) + 0.0, float(values.max()) + 0.0) if values.size <= 2 else None)
+
+
+def _success_criterion(env: GymnasiumGoalEnv, threshold: float | None, function: str | None) -> Any:
+    """The success test of relabelled goals, ``(achieved (B, G), desired (B, G)) -> (B,) bool`` on arrays."""
+    if threshold is not None and function is not None:
+        raise ValueError("success_threshold and success_fn are both set: name one success criterion")
+    if threshold is not None:
+        return lambda achieved, desired: np.linalg.norm(
+            achieved.astype(np.float64) - desired.astype(np.float64), axis=-1
+        ) <= threshold
+    if function is not None:
+        module, _, name = function.rpartition(":")
+        try:
+            return getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError, ValueError) as error:
+            raise ValueError(f"success_fn={function!r} cannot be imported: give it as module:function ({error})") from error
+    if env.reward_range is None:
+        raise ValueError(
+            f"env id={env.env_id!r} has a dense reward (compute_reward takes many values on random goal pairs), so a "
+            "reached goal cannot be told from the reward: name the success criterion in data.env.kwargs, "
+            "success_threshold (an L2 distance) or success_fn (module:function)"
+        )
+    reward_at_goal = env.reward_at_goal
+    compute_reward = env._reference.unwrapped.compute_reward
+    return lambda achieved, desired: np.asarray(compute_reward(achieved, desired, None)) == reward_at_goal
+
+
+def _success_key(env: Any, env_id: str, key: str | None) -> str | None:
+    """The ``info`` key of the env's own success flag, found from one step of ``env`` when not named."""
+    env.reset(seed=0)
+    _, _, _, _, info = env.step(env.action_space.sample())
+    if key is not None and key not in info:
+        raise ValueError(f"env id={env_id!r}: success_key={key!r} is not in its step info, which has {sorted(info)}")
+    return key or next((name for name in ("is_success", "success") if name in info), None)
 
 
 def _time_limit(env: Any, env_id: str) -> int:
     steps = env.spec.max_episode_steps if env.spec is not None else None
     if steps is None:
         raise ValueError(
-            f"env id={env_id!r} has no time limit: add max_episode_steps to env.kwargs "
+            f"env id={env_id!r} has no time limit: add max_episode_steps to data.env.kwargs "
             "(episodes are stored whole and need a bound on their length)"
         )
     return int(steps)
@@ -184,6 +282,12 @@ def _check_goal_env(env: Any, env_id: str) -> tuple[int, int]:
             f"(it needs a dict observation with {list(GOAL_KEYS)}; it has {keys or type(space).__name__})"
         )
     achieved, desired = space["achieved_goal"].shape, space["desired_goal"].shape
+    if achieved is None or desired is None or space["observation"].shape is None:
+        raise ValueError(
+            f"env id={env_id!r}: its observation, achieved_goal and desired_goal must be vectors (Box spaces), "
+            f"got {type(space['observation']).__name__}, {type(space['achieved_goal']).__name__} and "
+            f"{type(space['desired_goal']).__name__}"
+        )
     if len(achieved) != 1 or achieved != desired:
         raise ValueError(
             f"env id={env_id!r}: achieved_goal {achieved} and desired_goal {desired} must be vectors of one size"
@@ -193,7 +297,7 @@ def _check_goal_env(env: Any, env_id: str) -> tuple[int, int]:
     compute_reward = getattr(env.unwrapped, "compute_reward", None)
     if compute_reward is None:
         raise ValueError(f"env id={env_id!r} is not goal-conditioned: it has no compute_reward method")
-    goals = np.stack([space["achieved_goal"].sample() for _ in range(3)]).astype(np.float64)
+    goals = np.stack([space["achieved_goal"].sample() for _ in range(3)])  # in the env's own goal dtype
     try:
         reward = np.asarray(compute_reward(goals, goals[::-1].copy(), None))
     except Exception as error:  # noqa: BLE001 - any failure means the same thing to the user

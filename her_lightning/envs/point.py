@@ -40,6 +40,7 @@ class PointNavEnv:
     goal_dim = 2
     action_dim = 2
     terminate_on_success = True
+    reward_range = (-1.0, 0.0)
 
     def __init__(
         self,
