@@ -64,7 +64,7 @@ class HERDDPG(pl.LightningModule):
         policy_delay: TD3's delayed updates: the actor and the targets are updated every
             ``policy_delay`` critic steps.
         action_l2: Weight of the L2 penalty on the actor's actions (HER's Fetch setting: 1.0).
-        preactivation_l2: Weight of the L2 penalty on the actor's pre-``tanh`` values; keeps the policy from
+        preactivation_l2: Weight of the L2 penalty on the actor's pre-``tanh`` values beyond 3; keeps the policy from
             saturating at the action bounds, where its gradient vanishes and it stops changing.
         clip_target: Clip the TD target to the returns that ``reward_range`` can produce,
             ``[min(low, 0), max(high, 0)] / (1 - gamma)`` (for -1/0 rewards: ``[-1 / (1 - gamma), 0]``).
@@ -109,7 +109,8 @@ class HERDDPG(pl.LightningModule):
         for name, value in [("gamma", gamma), ("tau", tau), ("solved_success_rate", solved_success_rate)]:
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name}={value} is invalid: must be within [0, 1]")
-        for name, value in [("target_policy_noise", target_policy_noise), ("action_l2", action_l2), ("preactivation_l2", preactivation_l2)]:
+        penalties = [("action_l2", action_l2), ("preactivation_l2", preactivation_l2)]
+        for name, value in [("target_policy_noise", target_policy_noise), *penalties]:
             if value < 0:
                 raise ValueError(f"{name}={value} is invalid: must be at least 0")
         for name, value in [("norm_clip", norm_clip), ("target_noise_clip", target_noise_clip)]:
@@ -235,7 +236,7 @@ class HERDDPG(pl.LightningModule):
 
         # The critic is frozen for the actor's step: the actor loss must not leave gradients in it.
         self.critic.requires_grad_(False)
-        loss_a = actor_loss(batch, self.actor, self.critic, hp.action_l2, hp.get("preactivation_l2", 0.0))
+        loss_a = actor_loss(batch, self.actor, self.critic, hp.action_l2, hp.preactivation_l2)
         actor_opt.zero_grad(set_to_none=True)
         backward(loss_a)
         actor_opt.step()
