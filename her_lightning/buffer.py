@@ -130,6 +130,20 @@ class EpisodeBuffer:
         self._num_episodes += kept
         self._reindex()
 
+    def achieved_goal_spread(self, max_rows: int = 65536) -> float:
+        """Mean over goal dimensions of the standard deviation of the stored achieved goals (0.0 when empty).
+
+        Near 0 when the experience has collapsed onto a point (an agent stuck in a corner or against a wall),
+        which HER cannot relabel its way out of. Computed on an evenly strided subset of at most ``max_rows``
+        states, so that it costs the same for any buffer size and draws no random numbers.
+        """
+        if self._num_rows < 2:
+            return 0.0
+        stride = -(-self._num_rows // max_rows)
+        first = int(self.episode_start[self._oldest])
+        rows = (first + torch.arange(0, self._num_rows, stride, device=self.device)) % self.capacity
+        return float(self.achieved_goal[rows].std(dim=0).mean())
+
     def locate(self, flat: torch.Tensor) -> TransitionIndex:
         """Map transition numbers in ``[0, num_transitions)`` (oldest first) to their storage."""
         position = torch.searchsorted(self._cum_transitions, flat, right=True)

@@ -147,7 +147,11 @@ class EpisodeCollector(Callback):
         steps, done, stored = sum_over_ranks(counts.to(pl_module.device)).tolist()  # every rank's episodes
         pl_module.env_steps += steps
         pl_module.episodes += done
-        extra = {"perf/env_steps_per_s": steps / (time.perf_counter() - start), "buffer/transitions": float(stored)}
+        extra = {
+            "perf/env_steps_per_s": steps / (time.perf_counter() - start),
+            "buffer/transitions": float(stored),
+            "buffer/achieved_goal_spread": datamodule.buffer.achieved_goal_spread(),
+        }
         self._log(trainer, pl_module, to_progress_bar, extra)
         actions = torch.cat([batch.action[batch.valid] for batch in collection.episodes])
         monitor.log_histogram(trainer, "train/actions", actions, pl_module.env_steps)

@@ -14,7 +14,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from her_lightning import monitor
 from her_lightning.her import HERBatch
-from her_lightning.losses import TargetSmoothing, actor_loss, critic_loss, td_target
+from her_lightning.losses import SATURATION_PREACTIVATION, TargetSmoothing, actor_loss, critic_loss, td_target
 from her_lightning.networks import Actor, Critic, polyak_update
 from her_lightning.normalizer import RunningNormalizer
 from her_lightning.rng import make_generator
@@ -269,12 +269,16 @@ class HERDDPG(pl.LightningModule):
         }
         means["perf/updates_per_s"] = self._updates_in_epoch / (time.perf_counter() - self._epoch_start)
         self._update_stats, self._updates_in_epoch = None, 0
+        batch = self.normalize(self._last_batch)
+        with torch.no_grad():
+            preactivation = self.actor.preactivation(batch.observation, batch.goal)
+            # A policy saturated at the action bounds has no gradient left and stops changing: see losses.actor_loss.
+            means["train/actor_saturation"] = float((preactivation.abs() > SATURATION_PREACTIVATION).float().mean())
         if self.logger is not None:
             self.logger.log_metrics(means, step=self.updates)
         if monitor.tensorboard(self.trainer) is not None:
-            batch = self.normalize(self._last_batch)
             with torch.no_grad():
-                q = self.critic(batch.observation, batch.goal, self.actor(batch.observation, batch.goal))
+                q = self.critic(batch.observation, batch.goal, torch.tanh(preactivation))
             monitor.log_histogram(self.trainer, "train/q_values", q, self.updates)
 
     def on_fit_start(self) -> None:

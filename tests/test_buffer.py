@@ -86,6 +86,24 @@ def test_state_dict_round_trip_keeps_order_and_contents() -> None:
         make_buffer(capacity=31).load_state_dict(state)
 
 
+def test_achieved_goal_spread_is_the_mean_per_dimension_deviation_of_the_stored_states() -> None:
+    buffer = make_buffer(capacity=20)
+    assert buffer.achieved_goal_spread() == 0.0
+    stuck = tagged_episodes([4])
+    stuck.achieved_goal[:] = torch.tensor([5.0, 2.0])  # an agent pinned in one place
+    buffer.add(stuck)
+    assert buffer.achieved_goal_spread() == 0.0
+    buffer.add(tagged_episodes([6, 5]))  # evicts nothing: 5 + 7 + 6 rows
+    stored = buffer.achieved_goal[:18]
+    assert buffer.achieved_goal_spread() == pytest.approx(float(stored.std(dim=0).mean()))
+    buffer.add(tagged_episodes([3]))  # wraps: only the rows in use count, read across the end of the ring
+    index = buffer.locate(torch.arange(buffer.num_transitions))
+    rows = torch.unique(torch.cat([index.row, (index.row + 1) % buffer.capacity]))  # every state, final ones too
+    assert rows.numel() == 17 and rows.min() == 0 and rows.max() == 19
+    assert buffer.achieved_goal_spread() == pytest.approx(float(buffer.achieved_goal[rows].std(dim=0).mean()))
+    assert buffer.achieved_goal_spread(max_rows=4) > 0.0  # a strided subset
+
+
 def test_capacity_below_one_episode_is_rejected() -> None:
     with pytest.raises(ValueError, match=r"buffer_size=10 is invalid: .* at least one whole episode"):
         make_buffer(capacity=10, max_steps=10)

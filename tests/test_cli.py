@@ -75,8 +75,9 @@ def test_unknown_strategy_lists_the_allowed_ones(capsys: pytest.CaptureFixture[s
 SCALARS_BY_ENV_STEPS = {
     "train/episode_return", "train/episode_length", "train/success_rate", "eval/success_rate",
     "eval/episode_return", "eval/episode_length", "perf/env_steps_per_s", "buffer/transitions",
+    "buffer/achieved_goal_spread",
 }
-SCALARS_BY_UPDATES = {"loss/critic", "loss/actor", "train/q_mean", "perf/updates_per_s"}
+SCALARS_BY_UPDATES = {"loss/critic", "loss/actor", "train/q_mean", "perf/updates_per_s", "train/actor_saturation"}
 
 
 def test_fit_from_the_shipped_config_logs_every_documented_key(tmp_path: Path) -> None:

@@ -1,11 +1,15 @@
-"""The learner's options: input normalization (statistics, what it sees, where it applies) and TD3's delayed updates."""
+"""The learner's options (input normalization, TD3's delayed updates) and what it logs about itself."""
 
 from __future__ import annotations
 
+import lightning.pytorch as pl
 import pytest
 import torch
+from lightning.pytorch.loggers import Logger
 
 from conftest import tagged_episodes
+from her_lightning.callbacks import EpisodeCollector
+from her_lightning.data import HERDataModule
 from her_lightning.her import HERBatch
 from her_lightning.module import HERDDPG
 from her_lightning.normalizer import RunningNormalizer
@@ -86,3 +90,46 @@ def test_delayed_policy_updates_move_the_actor_and_targets_every_nth_critic_step
         assert moved == [step % 3 == 0] * 4, f"update {step}"
         assert any(not torch.equal(a, b) for a, b in zip(critics_before, model.critic_twin.parameters()))
         assert stats[3].item() == float(step % 3 == 0)
+
+
+class MetricsRecorder(Logger):
+    """Keeps every logged scalar in memory."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.metrics: dict[str, list[float]] = {}
+
+    @property
+    def name(self) -> str:
+        return "recorder"
+
+    @property
+    def version(self) -> int:
+        return 0
+
+    def log_hyperparams(self, params: object, *args: object, **kwargs: object) -> None:
+        pass
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        for key, value in metrics.items():
+            self.metrics.setdefault(key, []).append(float(value))
+
+
+@pytest.mark.parametrize("bias, saturated", [(0.0, 0.0), (10.0, 1.0)])
+def test_a_saturated_actor_shows_in_the_logged_saturation_share(bias: float, saturated: float) -> None:
+    # The failure this key exists for: an actor pinned at the action bounds has no gradient and stops learning.
+    pl.seed_everything(0, verbose=False)
+    data = HERDataModule(buffer_size=10_000, batches_per_epoch=4, eval_episodes=4, seed=0)
+    model = HERDDPG(data.obs_dim, data.goal_dim, data.action_dim, hidden=(16,), actor_lr=1e-6)
+    with torch.no_grad():
+        model.actor.net[-1].weight.zero_()
+        model.actor.net[-1].bias.fill_(bias)
+    recorder = MetricsRecorder()
+    trainer = pl.Trainer(
+        max_epochs=2, accelerator="cpu", logger=recorder, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
+        callbacks=[EpisodeCollector(warmup_episodes=4, warmup_policy="random")],
+    )
+    trainer.fit(model, data)
+    assert recorder.metrics["train/actor_saturation"] == [saturated, saturated]
+    assert recorder.metrics["buffer/achieved_goal_spread"][-1] > 0.1  # random warm-up episodes spread out
