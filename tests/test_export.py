@@ -35,7 +35,7 @@ def test_exported_policy_acts_like_the_module_in_a_fresh_process(checkpoint: Pat
     main(["export", str(checkpoint), str(policy_file)])
     observation, goal = torch.rand(8, 2) * 5, 3.5 + torch.rand(8, 2)
     module = HERDDPG.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True)
-    expected = module.act(observation, goal)
+    expected = module.policy(observation, goal)
     script = (
         "import json, sys, torch\n"
         "policy = torch.jit.load(sys.argv[1])\n"

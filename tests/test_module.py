@@ -133,3 +133,20 @@ def test_a_saturated_actor_shows_in_the_logged_saturation_share(bias: float, sat
     trainer.fit(model, data)
     assert recorder.metrics["train/actor_saturation"] == [saturated, saturated]
     assert recorder.metrics["buffer/achieved_goal_spread"][-1] > 0.1  # random warm-up episodes spread out
+
+
+@pytest.mark.parametrize("average_policy", [True, False])
+def test_evaluation_plays_the_averaged_actor_and_collection_the_latest(average_policy: bool) -> None:
+    torch.manual_seed(0)
+    model = HERDDPG(2, 2, 2, hidden=(8,), average_policy=average_policy)
+    actor_opt, critic_opt = model.configure_optimizers()
+    g = torch.Generator().manual_seed(1)
+    batch = HERBatch(*(torch.rand(16, 2, generator=g) for _ in range(3)), -torch.ones(16),
+                     torch.rand(16, 2, generator=g), torch.zeros(16))
+    for _ in range(3):
+        model.update(batch, actor_opt, critic_opt)
+    observation, goal = torch.rand(4, 2), torch.rand(4, 2)
+    latest, average = model.actor(observation, goal), model.actor_target(observation, goal)
+    assert not torch.allclose(latest, average)  # the average lags the latest iterate
+    assert torch.equal(model.act(observation, goal), latest)
+    assert torch.equal(model.policy(observation, goal), average if average_policy else latest)
