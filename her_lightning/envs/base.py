@@ -41,12 +41,16 @@ class GoalEnv(Protocol):
     any other ``terminated`` is a failure, terminal whatever the goal.
     ``reward_range`` is ``(low, high)`` of the per-step reward where it is
     known (sparse rewards: the two values), ``None`` where it is not.
+    ``action_low`` and ``action_high`` are the env's own action bounds, onto
+    which ``step`` maps ``[-1, 1]`` (``scale_action``).
     """
 
     num_envs: int
     obs_dim: int
     goal_dim: int
     action_dim: int
+    action_low: tuple[float, ...]
+    action_high: tuple[float, ...]
     max_episode_steps: int
     terminate_on_success: bool
     reward_range: tuple[float, float] | None
@@ -63,3 +67,8 @@ class GoalEnv(Protocol):
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+def scale_action(unit: Any, low: Any, high: Any) -> Any:
+    """An action in ``[-1, 1]`` mapped linearly onto the env's own bounds ``[low, high]`` (arrays or tensors)."""
+    return low + (unit + 1.0) * 0.5 * (high - low)

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from her_lightning.envs.base import GoalObs, StepResult
+from her_lightning.envs.base import GoalObs, StepResult, scale_action
 
 GOAL_KEYS = ("observation", "achieved_goal", "desired_goal")
 ROBOTICS_EXTRA = "pip install 'her_lightning[robotics]'"
@@ -126,6 +126,7 @@ class GymnasiumGoalEnv:
         self._goal_dtype = self._reference.observation_space["achieved_goal"].dtype
         self._low, self._high = _action_bounds(self._reference.action_space, env_id)
         self.action_dim = self._low.shape[0]
+        self.action_low, self.action_high = tuple(self._low.tolist()), tuple(self._high.tolist())  # for checkpoints
         unwrapped = self._reference.unwrapped
         if getattr(unwrapped, "continuing_task", False) and getattr(unwrapped, "reset_target", False):
             raise ValueError(
@@ -147,7 +148,7 @@ class GymnasiumGoalEnv:
 
     def step(self, action: torch.Tensor) -> StepResult:
         unit = _array(action.clamp(-1.0, 1.0))
-        obs, reward, terminated, truncated, info = self._envs.step(self._low + (unit + 1.0) * 0.5 * (self._high - self._low))
+        obs, reward, terminated, truncated, info = self._envs.step(scale_action(unit, self._low, self._high))
         goal_obs = self._to_obs(obs)
         if self.success_key is not None:
             success = self._tensor(info[self.success_key]).bool()

@@ -39,6 +39,8 @@ class PointNavEnv:
     obs_dim = 2
     goal_dim = 2
     action_dim = 2
+    action_low = (-1.0, -1.0)  # an action is the move itself: the env's units are the protocol's
+    action_high = (1.0, 1.0)
     terminate_on_success = True
     reward_range = (-1.0, 0.0)
 
