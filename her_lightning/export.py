@@ -2,8 +2,10 @@
 
 The file maps raw (unnormalized) observations and goals, float32 batches ``(B, obs_dim)`` and ``(B, goal_dim)``,
 to two outputs: ``action``, in the env's own action bounds (what its ``step`` takes), and ``action_unit``, the
-actor's ``[-1, 1]``. The input normalization a run trained with is part of the file. A ``.pt2`` file needs only
-torch (``torch.export.load(path).module()``); an ``.onnx`` file needs only onnxruntime. ``examples/`` shows both.
+actor's ``[-1, 1]``. The actor is the one evaluation plays (``module.policy_weights``: the Polyak-averaged one
+with ``model.average_policy``), and the input normalization a run trained with is part of the file. A ``.pt2``
+file needs only torch (``torch.export.load(path).module()``); an ``.onnx`` file needs only onnxruntime.
+``examples/`` shows both.
 
 Inputs are checked in the file: a wrong input size is refused by both formats (the sizes are fixed in the
 program's input shapes), and a NaN or inf input by the ``.pt2`` program itself; ONNX has no operator that
@@ -30,6 +32,7 @@ from torch import nn
 
 from her_lightning.checkpoint import verify_checkpoint
 from her_lightning.envs.base import scale_action
+from her_lightning.module import policy_weights
 from her_lightning.networks import Actor
 from her_lightning.normalizer import RunningNormalizer
 
@@ -45,7 +48,7 @@ UNKNOWN_TASK_NOTE = (
 
 
 class ExportedPolicy(nn.Module):
-    """The deterministic actor behind its input normalization, with its actions also in the env's own bounds.
+    """The evaluated policy's actor behind its input normalization, with its actions also in the env's own bounds.
 
     Takes batches ``(B, obs_dim), (B, goal_dim)`` and returns ``{"action": (B, action_dim) in
     [action_low, action_high], "action_unit": (B, action_dim) in [-1, 1]}``. Non-finite inputs raise:
@@ -124,7 +127,7 @@ def _policy_and_metadata(state: dict[str, Any]) -> tuple[ExportedPolicy, dict[st
     weights = state["state_dict"]
     dims = {key: hparams[key] for key in ("obs_dim", "goal_dim", "action_dim")}
     actor = Actor(dims["obs_dim"], dims["goal_dim"], dims["action_dim"], tuple(hparams["hidden"]))
-    actor.load_state_dict(_submodule(weights, "actor"))
+    actor.load_state_dict(_submodule(weights, policy_weights(hparams)))
     normalizers: list[nn.Module] = [nn.Identity(), nn.Identity()]
     if hparams.get("normalize_inputs", False):
         for i, (name, dim) in enumerate([("obs_normalizer", dims["obs_dim"]), ("goal_normalizer", dims["goal_dim"])]):

@@ -59,9 +59,9 @@ def variant_of(checkpoint: Path) -> tuple[str, float]:
 
 
 def expected_outputs(checkpoint: Path, observation: torch.Tensor, goal: torch.Tensor) -> dict[str, torch.Tensor]:
-    """What the module does: its actor's actions in [-1, 1], and the same actions in the env's bounds."""
+    """What the module's evaluated policy does: actions in [-1, 1], and the same actions in the env's bounds."""
     module = HERDDPG.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True)
-    unit = module.act(observation, goal)
+    unit = module.policy(observation, goal)
     return {"action": unit * variant_of(checkpoint)[1], "action_unit": unit}
 
 
