@@ -46,6 +46,8 @@ class EvaluationRecorder(pl.Callback):
         self.start = time.perf_counter()
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero:  # under DDP every rank evaluates the same policy; one row is enough
+            return
         metrics = trainer.callback_metrics
         row = Evaluation(
             self.seed,
