@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import re
 import tempfile
 import zipfile
@@ -30,6 +31,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     @override
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
+        _refuse_non_finite_weights(checkpoint, path)
         if "://" in str(path):  # remote storage: Lightning's own transactional write
             super().save_checkpoint(checkpoint, path, storage_options)
             return
@@ -37,13 +39,16 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         target.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         try:
+            os.fchmod(handle, 0o666 & ~_umask())  # mkstemp's 0600 otherwise: the mode Lightning's own write gives
             with os.fdopen(handle, "wb") as file:
                 torch.save(checkpoint, file)
                 file.flush()
                 os.fsync(file.fileno())
             os.replace(temporary, target)
-        except BaseException:
+        except BaseException as error:
             Path(temporary).unlink(missing_ok=True)
+            if isinstance(error, OSError) and error.filename is None:  # e.g. a full disk: name the file it wrote
+                raise OSError(error.errno, error.strerror, str(target)) from error
             raise
         directory = os.open(target.parent, os.O_RDONLY)
         try:
@@ -54,17 +59,56 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     @override
     def load_checkpoint(self, path: str | Path, map_location: Any = None, weights_only: bool | None = None) -> dict:
         if "://" not in str(path):
-            verify_checkpoint(path)
+            _verify_file(Path(path))
         return super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
 
 
+# What every her-lightning checkpoint holds: the model's weights and the settings that shape them.
+REQUIRED_HYPER_PARAMETERS = ("obs_dim", "goal_dim", "action_dim", "hidden")
+
+
 def verify_checkpoint(path: str | Path) -> None:
-    """Check that ``path`` is a complete, uncorrupted checkpoint file (every stored record's CRC).
+    """Check that ``path`` is a complete, uncorrupted her-lightning checkpoint (see ``read_checkpoint``).
 
     Raises:
-        CheckpointError: If the file is missing, truncated or corrupt; the message names it.
+        CheckpointError: If it is not; the message names the file and why.
+    """
+    read_checkpoint(path)
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The contents of a complete, uncorrupted her-lightning checkpoint, memory-mapped (cheap to open).
+
+    Every stored record's CRC is checked first; then that the file loads with ``weights_only=True`` and holds
+    a model's weights and hyper-parameters (a torch file that is not a training checkpoint is refused here,
+    not half-way through a run).
+
+    Raises:
+        CheckpointError: If the file is missing, a directory, truncated, corrupt or not a her-lightning
+            checkpoint; the message names it.
     """
     path = Path(path)
+    _verify_file(path)
+    try:
+        contents = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError) as error:
+        raise CheckpointError(_unreadable(path, f"not a checkpoint ({_first_reason(error)})")) from None
+    if not isinstance(contents, dict) or "state_dict" not in contents:
+        raise CheckpointError(_unreadable(path, "not a training checkpoint: it holds no model weights (state_dict)"))
+    missing = [key for key in REQUIRED_HYPER_PARAMETERS if key not in contents.get("hyper_parameters", {})]
+    if missing:
+        raise CheckpointError(
+            _unreadable(path, f"not a her-lightning checkpoint: its hyper-parameters lack {', '.join(missing)}")
+        )
+    return contents
+
+
+def _verify_file(path: Path) -> None:
+    """Check that ``path`` is a complete zip archive whose every record passes its CRC."""
+    if path.is_dir():
+        found = sorted(str(p.relative_to(path)) for p in path.glob("**/*.ckpt"))
+        hint = f": it holds {', '.join(found[:4])}{', ...' if len(found) > 4 else ''}" if found else ""
+        raise CheckpointError(f"checkpoint {path} is a directory, not a checkpoint file{hint}")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
@@ -80,6 +124,32 @@ def _unreadable(path: Path, why: str) -> str:
     others = sorted(p.name for p in path.parent.glob("*.ckpt") if p != path)
     hint = f"; other checkpoints in {path.parent}: {', '.join(others)}" if others else ""
     return f"checkpoint {path} cannot be loaded: {why}{hint}"
+
+
+def _first_reason(error: Exception) -> str:
+    """The line of a loading error that says what is wrong (torch's weights-only refusal puts it deep inside)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    for line in lines:
+        if "WeightsUnpickler error:" in line:
+            return line.partition("WeightsUnpickler error:")[2].strip().split(". ")[0]
+    return lines[0] if lines else type(error).__name__
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _refuse_non_finite_weights(checkpoint: dict[str, Any], target: str | Path) -> None:
+    """Never replace a checkpoint by one whose weights hold NaN or infinity (a diverged run)."""
+    weights = checkpoint.get("state_dict", {})
+    bad = [name for name, value in weights.items() if value.is_floating_point() and not torch.isfinite(value).all()]
+    if bad:
+        raise CheckpointError(
+            f"not writing checkpoint {target}: weights {', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''} "
+            "are NaN or infinite (the run diverged); the checkpoint already there is left as it was"
+        )
 
 
 def find_last_checkpoint(run_root: str | Path, version: int | str | None = None) -> tuple[Path, int | str]:
