@@ -10,9 +10,9 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.strategies import DDPStrategy
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from her_lightning import monitor
+from her_lightning import health, monitor
 from her_lightning.her import HERBatch
 from her_lightning.losses import SATURATION_PREACTIVATION, TargetSmoothing, actor_loss, critic_loss, td_target
 from her_lightning.networks import Actor, Critic, polyak_update
@@ -123,6 +123,8 @@ class HERDDPG(pl.LightningModule):
         for name, value in [("gamma", gamma), ("tau", tau), ("solved_success_rate", solved_success_rate)]:
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name}={value} is invalid: must be within [0, 1]")
+        if tau == 0.0:
+            raise ValueError("tau=0.0 is invalid: must be within (0, 1] (at 0 the target networks never move)")
         penalties = [("action_l2", action_l2), ("preactivation_l2", preactivation_l2)]
         for name, value in [("target_policy_noise", target_policy_noise), *penalties]:
             if value < 0:
@@ -151,6 +153,9 @@ class HERDDPG(pl.LightningModule):
         self.obs_normalizer = RunningNormalizer(obs_dim, norm_clip) if normalize_inputs else None
         self.goal_normalizer = RunningNormalizer(goal_dim, norm_clip) if normalize_inputs else None
         self._value_range = value_range(reward_range, gamma) if clip_target else None
+        self._value_watch = health.ValueRangeWatch(
+            value_range(reward_range, gamma) if reward_range is not None and gamma < 1.0 else None
+        )
         self._seed = 0
         self._generator: torch.Generator | None = None  # target smoothing noise, made on the training device
         self._generator_state: torch.Tensor | None = None  # from a checkpoint, applied when the stream is made
@@ -289,12 +294,21 @@ class HERDDPG(pl.LightningModule):
         if self._update_stats is None:
             return
         critic_sum, actor_sum, q_sum, actor_steps = self._update_stats.tolist()
+        health.stop_if_not_finite(  # before anything is logged or checkpointed
+            {"critic": critic_sum, "actor": actor_sum},
+            {"critic": [*self.critics, *self.critic_targets], "actor": [self.actor, self.actor_target]},
+            {"critic": self.hparams.critic_lr, "actor": self.hparams.actor_lr},
+            (self.updates - self._updates_in_epoch + 1, self.updates),
+        )
         means = {
             "loss/critic": critic_sum / self._updates_in_epoch,
             "loss/actor": actor_sum / max(actor_steps, 1.0),
             "train/q_mean": q_sum / self._updates_in_epoch,
         }
         means["perf/updates_per_s"] = self._updates_in_epoch / (time.perf_counter() - self._epoch_start)
+        warning = self._value_watch.check(means["train/q_mean"], self.updates, self.hparams.critic_lr)
+        if warning is not None:
+            rank_zero_warn(warning)
         self._update_stats, self._updates_in_epoch = None, 0
         batch = self.normalize(self._last_batch)
         with torch.no_grad():
