@@ -3,20 +3,42 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import sys
+import threading
 from pathlib import Path
+from typing import Any, NoReturn
 
 import torch
+import yaml
 from jsonargparse import Namespace
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
+from lightning.pytorch import Trainer
+from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_info
 
 from her_lightning.callbacks import EpisodeCollector
-from her_lightning.checkpoint import LAST_CHECKPOINT, CheckpointError, find_last_checkpoint, verify_checkpoint
+from her_lightning.checkpoint import LAST_CHECKPOINT, CheckpointError, find_last_checkpoint, read_checkpoint
 from her_lightning.data import HERDataModule
 from her_lightning.distributed import rank_count_mismatch, saved_ranks
 from her_lightning.export import export_policy
+from her_lightning.health import TrainingDiverged
 from her_lightning.module import PLAIN_DDP_ADVICE, HERDDPG
+from her_lightning.resume import (
+    COMPARED,
+    HONOURED,
+    RunFolderBusy,
+    RunFolderLock,
+    RunRecord,
+    cut_event_logs,
+    plain_values,
+    settings_differences,
+)
+
+# Write failures that are the disk's or the folder's, not the program's: reported in one line.
+DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG, errno.EIO}
 
 
 class HERLightningCLI(LightningCLI):
@@ -24,9 +46,21 @@ class HERLightningCLI(LightningCLI):
 
     The collector is configured under its own top-level key, ``collector:``.
     ``--ckpt_path last`` resumes the run that wrote the newest ``last.ckpt``, in
-    its own log folder, and is an error when there is none; a checkpoint file
-    is checked before anything starts.
+    its own log folder, and is an error when there is none. A checkpoint is
+    checked before anything is written: the file itself, that the config keeps
+    the checkpoint's model, data and collector settings (Lightning would
+    silently take the model's from the checkpoint), ``max_epochs`` and the
+    number of DDP ranks. Then ``fit`` locks the run folder (one writer at a
+    time) and cuts its TensorBoard logs back to the checkpoint.
     """
+
+    _checkpoint: dict[str, Any] | None = None  # the --ckpt_path checkpoint's contents (memory-mapped)
+    _lock: RunFolderLock | None = None
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        """``fit`` and ``validate``: the module has no test or predict step."""
+        return {key: value for key, value in LightningCLI.subcommands().items() if key in ("fit", "validate")}
 
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
         super().parse_arguments(parser, args)
@@ -36,11 +70,22 @@ class HERLightningCLI(LightningCLI):
         config = self.config[subcommand]
         try:
             if config.ckpt_path == "last":
-                config.ckpt_path = str(_resolve_last(config.trainer))
-            verify_checkpoint(config.ckpt_path)
-            _check_ranks(config.ckpt_path, config.trainer)
+                # Only a resumed fit continues the run's folder; a validate logs beside it.
+                config.ckpt_path = str(_resolve_last(config.trainer, pin_version=subcommand == "fit"))
+            self._checkpoint = read_checkpoint(config.ckpt_path)
         except CheckpointError as error:
             _fail(str(error))
+        if subcommand == "fit" and not {"optimizer_states", "loops"} <= self._checkpoint.keys():
+            _fail(
+                f"checkpoint {config.ckpt_path} holds only weights (saved with save_weights_only): it can be "
+                "validated or exported, not resumed; leave out --ckpt_path to start a new run"
+            )
+
+    def _parse_ckpt_path(self) -> None:
+        """Nothing: Lightning would replace the config's model options by the checkpoint's, without a word.
+
+        ``before_instantiate_classes`` compares them instead and refuses a difference.
+        """
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(EpisodeCollector, "collector")
@@ -59,10 +104,18 @@ class HERLightningCLI(LightningCLI):
             config.data.seed = config.seed_everything
         if config.trainer.get("strategy") in ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook"):
             _fail(f"trainer.strategy={config.trainer.strategy} {PLAIN_DDP_ADVICE}")
+        every = config.trainer.get("check_val_every_n_epoch")
+        if every is not None and every < 1:
+            _fail(
+                f"trainer.check_val_every_n_epoch={every} is invalid: must be at least 1 (epochs between evaluations)"
+            )
         if config.torch_threads is not None:
             if config.torch_threads < 1:
                 _fail(f"torch_threads={config.torch_threads} is invalid: must be at least 1, or null")
             torch.set_num_threads(config.torch_threads)
+        self._settings = _run_settings(config)
+        if self._checkpoint is not None:
+            _check_resume(self._checkpoint, config, self._settings, self.subcommand)
 
     def instantiate_classes(self) -> None:
         """Turn an invalid option into a one-line error instead of a stack trace."""
@@ -71,35 +124,157 @@ class HERLightningCLI(LightningCLI):
         except (ValueError, MisconfigurationException) as error:  # Lightning's own check of trainer options
             _fail(str(error))
 
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        trainer = super().instantiate_trainer(**kwargs)
+        trainer.callbacks.append(RunRecord(self._settings))  # what a resume compares, and its event logs' sizes
+        return trainer
 
-def _fail(message: str) -> None:
+    def before_fit(self) -> None:
+        """The checks that need the trainer, then the run folder's lock and its logs cut back to the checkpoint."""
+        if self._checkpoint is not None:
+            planned = self.trainer.num_devices * self.trainer.num_nodes
+            saved = saved_ranks(self._checkpoint.get("HERDataModule", {}))
+            if saved != planned:
+                raise CheckpointError(f"checkpoint {self._ckpt_path()} {rank_count_mismatch(saved, planned)}")
+        if not self.trainer.loggers or not _launching_process():
+            return
+        log_dir = self.trainer.log_dir
+        self._lock = RunFolderLock(log_dir)
+        if self._checkpoint is not None and isinstance(self.trainer.logger, TensorBoardLogger):
+            for change in cut_event_logs(log_dir, self._checkpoint.get("tensorboard_events")):
+                rank_zero_info(f"TensorBoard logs back to the checkpoint: {change}")
+
+    def validate(self, model: HERDDPG, ckpt_path: str | None = None, **kwargs: Any) -> Any:
+        """``Trainer.validate`` on the checkpoint's weights (and counters) alone.
+
+        An evaluation needs neither the episode buffer nor training's random streams, so a checkpoint of any
+        number of DDP ranks evaluates on one process, like ``her-lightning export`` exports it.
+        """
+        if self._checkpoint is not None:
+            model.on_load_checkpoint(self._checkpoint)
+            model.load_state_dict(self._checkpoint["state_dict"])
+            rank_zero_info(f"evaluating the weights of {ckpt_path}")
+        return self.trainer.validate(model, **kwargs)
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        """Run it; a bad checkpoint, a busy run folder, a diverged run or a disk failure end in one line."""
+        threading.excepthook = _quiet_disk_errors
+        try:
+            super()._run_subcommand(subcommand)
+        except (CheckpointError, RunFolderBusy) as error:
+            _fail(str(error))
+        except TrainingDiverged as error:
+            _fail(f"{error}; last good checkpoint: {self._last_good_checkpoint()}")
+        except OSError as error:
+            if error.errno not in DISK_ERRORS:
+                raise
+            path = error.filename or self.trainer.log_dir
+            _fail(f"cannot write {path}: {error.strerror}; last good checkpoint: {self._last_good_checkpoint()}")
+        finally:
+            threading.excepthook = threading.__excepthook__
+            if self._lock is not None:
+                self._lock.release()
+
+    def _ckpt_path(self) -> str | None:
+        return self.config[self.subcommand].get("ckpt_path") if self.subcommand else None
+
+    def _last_good_checkpoint(self) -> str:
+        """The newest checkpoint of this run that loads, with its counters, or ``none``."""
+        callback = self.trainer.checkpoint_callback
+        candidates = [callback.last_model_path, callback.best_model_path] if callback is not None else []
+        for path in [*candidates, self._ckpt_path()]:
+            try:
+                counters = read_checkpoint(path).get("counters", {}) if path else None
+            except CheckpointError:
+                continue
+            if counters is not None:
+                return f"{path} ({counters.get('updates', 0):,} updates, {counters.get('env_steps', 0):,} env steps)"
+        return "none (this run wrote no checkpoint yet)"
+
+
+class SaveConfigOnTrainStart(SaveConfigCallback):
+    """Writes ``config.yaml`` once training starts: a run that fails before (a resume refused by Lightning, a
+    checkpoint that does not load) leaves the run folder's ``config.yaml`` as it was."""
+
+    def setup(self, trainer: Trainer, pl_module: Any, stage: str) -> None:
+        if stage != "fit":
+            super().setup(trainer, pl_module, stage)
+
+    def on_train_start(self, trainer: Trainer, pl_module: Any) -> None:
+        super().setup(trainer, pl_module, "fit")
+
+
+class HERArgumentParser(LightningArgumentParser):
+    """A bad option is one line, last, without the usage dump (``--help`` shows the options)."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        if not self.exit_on_error or os.environ.get("JSONARGPARSE_DEBUG"):  # caught by jsonargparse, or debugging
+            super().error(message, ex)
+        parser = getattr(ex, "subcommand_parser", None) or self
+        command = " ".join(["her-lightning", *parser.prog.replace(" [options]", "").split()[1:]])  # + subcommand
+        _fail(f"{' '.join(message.split())} (options: {command} --help)")
+
+
+def _fail(message: str) -> NoReturn:
     print(f"her-lightning: error: {message}", file=sys.stderr)
     raise SystemExit(2)
 
 
-def _planned_ranks(trainer: Namespace) -> int | None:
-    """How many DDP ranks the trainer settings ask for, where they say it without ``auto``."""
-    devices, nodes = trainer.get("devices"), trainer.get("num_nodes") or 1
-    if isinstance(devices, str) and devices.isdigit():
-        devices = int(devices)
-    if isinstance(devices, list):
-        devices = len(devices)
-    return devices * nodes if isinstance(devices, int) and devices > 0 else None
+def _run_settings(config: Namespace) -> dict[str, Any]:
+    """The settings a checkpoint records and a resume compares (``resume.COMPARED``), as plain values."""
+    sections = {key: config[key] for key in COMPARED if key in config}
+    return plain_values({key: v.as_dict() if isinstance(v, Namespace) else v for key, v in sections.items()})
 
 
-def _check_ranks(checkpoint: str, trainer: Namespace) -> None:
-    """Refuse, before anything starts, to resume per-rank state on another number of ranks."""
-    planned = _planned_ranks(trainer)
-    if planned is None:
-        return  # decided at run time; the datamodule refuses a mismatch then
-    data = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True).get("HERDataModule", {})
-    saved = saved_ranks(data)
-    if saved != planned:
-        raise CheckpointError(f"checkpoint {checkpoint} {rank_count_mismatch(saved, planned)}")
+def _check_resume(checkpoint: dict[str, Any], config: Namespace, settings: dict[str, Any], subcommand: str) -> None:
+    """Refuse, in one line, a config that changes what the checkpoint trained, or a ``max_epochs`` it has passed.
+
+    A ``fit`` keeps the model, data and collector settings; a ``validate`` keeps the model and the task
+    (``data.env``) and may evaluate on other goals (``data.seed``) or more episodes.
+    """
+    saved = {**checkpoint.get("run_settings", {}), "model": checkpoint["hyper_parameters"]}
+    if subcommand == "validate":
+        saved = {"model": saved["model"], **({"data": {"env": saved["data"]["env"]}} if "data" in saved else {})}
+        settings = {"model": settings["model"], "data": {"env": settings["data"]["env"]}}
+    differences = settings_differences(saved, settings, tuple(settings))
+    if differences:
+        kept = (
+            f"a resume keeps them (it honours changes to {HONOURED})"
+            if subcommand == "fit"
+            else "validate evaluates the checkpoint's model on its task (data.env); other options may differ"
+        )
+        _fail(
+            f"checkpoint {config.ckpt_path} was trained with other settings: {'; '.join(differences)}. {kept}: give "
+            "the run's own config (config.yaml in its version folder), or leave out --ckpt_path to start a new run"
+        )
+    done = _epochs_done(checkpoint)
+    max_epochs = config.trainer.get("max_epochs")
+    if subcommand == "fit" and max_epochs is not None and 0 <= max_epochs < done:
+        _fail(
+            f"trainer.max_epochs={max_epochs} is below the {done} epochs that checkpoint {config.ckpt_path} has "
+            f"trained: give at least {done + 1} to train on"
+        )
 
 
-def _resolve_last(trainer: Namespace) -> str:
-    """The ``last.ckpt`` that ``--ckpt_path last`` means; pins the logger to that run's version folder."""
+def _epochs_done(checkpoint: dict[str, Any]) -> int:
+    """Epochs a checkpoint has finished (its epoch counter is of the epoch that wrote it)."""
+    progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {})
+    return progress.get("processed", checkpoint.get("epoch", -1) + 1)
+
+
+def _quiet_disk_errors(args: threading.ExceptHookArgs) -> None:
+    """Leave a background writer's disk error (TensorBoard's) to the main thread, which reports it in one line."""
+    if not (isinstance(args.exc_value, OSError) and args.exc_value.errno in DISK_ERRORS):
+        threading.__excepthook__(args)
+
+
+def _launching_process() -> bool:
+    """Whether this is the process the user started: not a DDP rank that Lightning launched, nor another node's."""
+    return all(os.environ.get(key, "0") == "0" for key in ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK"))
+
+
+def _resolve_last(trainer: Namespace, pin_version: bool) -> str:
+    """The ``last.ckpt`` that ``--ckpt_path last`` means; with ``pin_version``, logs go to that run's version folder."""
     for callback in trainer.get("callbacks") or []:
         dirpath = callback.get("init_args", {}).get("dirpath") if isinstance(callback, Namespace) else None
         if callback.get("class_path", "").endswith("ModelCheckpoint") and dirpath:
@@ -113,7 +288,8 @@ def _resolve_last(trainer: Namespace) -> str:
         )
     run_root = Path(init_args.save_dir) / (init_args.get("name") or "")
     checkpoint, version = find_last_checkpoint(run_root, init_args.get("version"))
-    init_args.version = version  # keep logging into the same run folder
+    if pin_version:
+        init_args.version = version  # keep logging into the same run folder
     return str(checkpoint)
 
 
@@ -135,16 +311,37 @@ def export_main(args: list[str]) -> None:
     print(f"exported the policy of {options.checkpoint} to {path}")
 
 
+def _check_config_files(argv: list[str]) -> None:
+    """An empty config file is an error that names it (jsonargparse would say only ``Unexpected config:``)."""
+    for i, arg in enumerate(argv):
+        if arg in ("--config", "-c") and i + 1 < len(argv):
+            path = Path(argv[i + 1])
+        elif arg.startswith("--config="):
+            path = Path(arg.partition("=")[2])
+        else:
+            continue
+        try:
+            empty = path.is_file() and yaml.safe_load(path.read_text()) is None
+        except (yaml.YAMLError, OSError, UnicodeDecodeError):
+            continue  # jsonargparse reports it, naming the problem
+        if empty:
+            _fail(f"config file {path} is empty: it must set options, e.g. as configs/point2d.yaml does")
+
+
 def main(args: ArgsType = None) -> None:
     """Entry point of the ``her-lightning`` console script: LightningCLI subcommands, and ``export``."""
     argv = sys.argv[1:] if args is None else args
     if isinstance(argv, list) and argv[:1] == ["export"]:
         export_main(argv[1:])
         return
+    if isinstance(argv, list):
+        _check_config_files(argv)
     HERLightningCLI(
         HERDDPG,
         HERDataModule,
         seed_everything_default=0,
+        parser_class=HERArgumentParser,
+        save_config_callback=SaveConfigOnTrainStart,
         save_config_kwargs={"overwrite": True},  # a resumed run writes its config into its own folder again
         trainer_defaults={
             "plugins": [{"class_path": "her_lightning.checkpoint.AtomicCheckpointIO"}],

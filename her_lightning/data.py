@@ -146,6 +146,11 @@ class HERDataModule(pl.LightningDataModule):
                 f"buffer_size={buffer_size} is invalid: must hold one whole episode "
                 f"(at least max_episode_steps + 1 = {self.max_episode_steps + 1})"
             )
+        if batch_size > buffer_size:
+            raise ValueError(
+                f"batch_size={batch_size} is invalid: must be at most buffer_size={buffer_size} "
+                "(a batch draws transitions from the buffer, and must fit in memory with the networks' activations)"
+            )
         self.buffer_size = buffer_size
         self.batch_size = batch_size
         self.batches_per_epoch = batches_per_epoch

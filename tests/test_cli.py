@@ -51,6 +51,11 @@ def test_every_shipped_config_parses(config: str, capsys: pytest.CaptureFixture[
         (("--model.policy_delay", "0"), "policy_delay=0 is invalid: must be at least 1"),
         (("--trainer.strategy", "ddp"), "use ddp_find_unused_parameters_true"),
         (("--collector.episodes_per_epoch", "0"), "episodes_per_epoch=0 is invalid: must be at least 1"),
+        (("--model.tau", "0"), "tau=0.0 is invalid: must be within (0, 1] (at 0 the target networks never move)"),
+        (("--trainer.check_val_every_n_epoch", "0"), "check_val_every_n_epoch=0 is invalid: must be at least 1"),
+        (("--data.batch_size", "100000000"), "batch_size=100000000 is invalid: must be at most buffer_size=1000000"),
+        (("--data.env.kwargs", "{bogus: 1}"),
+         "env id='point2d' does not take data.env.kwargs ['bogus']: it takes ['max_episode_steps', 'threshold',"),
     ],
 )
 def test_invalid_values_fail_at_start_with_the_option_named(
@@ -70,6 +75,30 @@ def test_unknown_strategy_lists_the_allowed_ones(capsys: pytest.CaptureFixture[s
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "data.her_strategy" in err and "future,final,episode" in err
+
+
+@pytest.mark.parametrize("args", [("--data.her_strategy", "nearest"), ("--trainer.max_epochs", "x"), ("--bogus", "1")])
+def test_a_parser_error_is_one_line_without_the_usage(
+    args: tuple[str, ...], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(*args)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "usage:" not in err and "[--" not in err
+    last = err.splitlines()[-1]  # (pytest's own command line adds a warning of LightningCLI's before it)
+    assert last.startswith("her-lightning: error: ") and args[0].lstrip("-") in last
+    assert last.endswith("(options: her-lightning fit --help)") and err.count("error") == 1
+
+
+def test_an_empty_config_file_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing set yet\n")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(empty)])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip() == f"her-lightning: error: config file {empty} is empty: it must set " \
+        "options, e.g. as configs/point2d.yaml does"
 
 
 SCALARS_BY_ENV_STEPS = {

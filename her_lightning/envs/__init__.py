@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -25,7 +26,12 @@ def make_env(
         ValueError: If ``env_id`` names no known task, or the task is not usable; the message says why.
     """
     if env_id in BUILTIN_ENVS:
-        return BUILTIN_ENVS[env_id](num_envs=num_envs, seed=seed, device=device, **kwargs)
+        env_class = BUILTIN_ENVS[env_id]
+        allowed = [name for name in inspect.signature(env_class).parameters if name not in ("num_envs", "seed", "device")]
+        unknown = sorted(set(kwargs) - set(allowed))
+        if unknown:
+            raise ValueError(f"env id={env_id!r} does not take data.env.kwargs {unknown}: it takes {allowed}")
+        return env_class(num_envs=num_envs, seed=seed, device=device, **kwargs)
     return GymnasiumGoalEnv(env_id, num_envs=num_envs, seed=seed, device=device, **kwargs)
 
 
