@@ -28,6 +28,7 @@ from her_lightning.health import TrainingDiverged
 from her_lightning.module import PLAIN_DDP_ADVICE, HERDDPG
 from her_lightning.resume import (
     COMPARED,
+    EVALUATED,
     HONOURED,
     RunFolderBusy,
     RunFolderLock,
@@ -229,19 +230,17 @@ def _run_settings(config: Namespace) -> dict[str, Any]:
 def _check_resume(checkpoint: dict[str, Any], config: Namespace, settings: dict[str, Any], subcommand: str) -> None:
     """Refuse, in one line, a config that changes what the checkpoint trained, or a ``max_epochs`` it has passed.
 
-    A ``fit`` keeps the model, data and collector settings; a ``validate`` keeps the model and the task
-    (``data.env``) and may evaluate on other goals (``data.seed``) or more episodes.
+    A ``fit`` keeps the model, data and collector settings; a ``validate`` only what evaluation depends on
+    (``resume.EVALUATED``: the networks' shapes, the evaluated actor, the task), so it may evaluate on other
+    goals (``data.seed``) or more episodes.
     """
     saved = {**checkpoint.get("run_settings", {}), "model": checkpoint["hyper_parameters"]}
-    if subcommand == "validate":
-        saved = {"model": saved["model"], **({"data": {"env": saved["data"]["env"]}} if "data" in saved else {})}
-        settings = {"model": settings["model"], "data": {"env": settings["data"]["env"]}}
-    differences = settings_differences(saved, settings, tuple(settings))
+    differences = settings_differences(saved, settings, EVALUATED if subcommand == "validate" else None)
     if differences:
         kept = (
-            f"a resume keeps them (it honours changes to {HONOURED})"
+            f"A resume keeps them (it honours changes to {HONOURED})"
             if subcommand == "fit"
-            else "validate evaluates the checkpoint's model on its task (data.env); other options may differ"
+            else "Validate evaluates the checkpoint's networks on its task (data.env); other options may differ"
         )
         _fail(
             f"checkpoint {config.ckpt_path} was trained with other settings: {'; '.join(differences)}. {kept}: give "
@@ -341,6 +340,7 @@ def main(args: ArgsType = None) -> None:
         HERDataModule,
         seed_everything_default=0,
         parser_class=HERArgumentParser,
+        auto_configure_optimizers=False,  # the module makes its own two (actor_lr, critic_lr): no --optimizer
         save_config_callback=SaveConfigOnTrainStart,
         save_config_kwargs={"overwrite": True},  # a resumed run writes its config into its own folder again
         trainer_defaults={

@@ -33,31 +33,38 @@ HONOURED = (
 COMPARED = ("seed_everything", "model", "data", "collector")
 NOT_COMPARED = {"data.save_buffer"}
 LINKED_FROM_DATA = {"model.obs_dim", "model.goal_dim", "model.action_dim", "model.reward_range"}  # follow data.env
+# What an evaluation of a checkpoint depends on: the networks' shapes, the evaluated actor, and the task.
+EVALUATED = frozenset({
+    "model.hidden", "model.normalize_inputs", "model.norm_clip", "model.twin_critics", "model.average_policy",
+    "data.env.id", "data.env.kwargs",
+})
 
 
-def settings_differences(saved: Mapping[str, Any], wanted: Mapping[str, Any], keys: tuple[str, ...]) -> list[str]:
-    """``key (saved value in the checkpoint, wanted value here)`` for every leaf under ``keys`` that differs.
+def settings_differences(
+    saved: Mapping[str, Any], wanted: Mapping[str, Any], only: frozenset[str] | None = None
+) -> list[str]:
+    """``key (saved value in the checkpoint, wanted value here)`` for every setting that differs.
 
-    A key that only one side has is not compared: an option added after the checkpoint was written has no
-    recorded value, and an option the run no longer has cannot be set.
+    Settings are compared leaf by leaf (``data.env.kwargs`` as one), in ``wanted``'s order; with ``only``,
+    just those keys. A key that only one side has is not compared: an option added after the checkpoint was
+    written has no recorded value, and an option the run no longer has cannot be set.
     """
-    differences = []
-    for key in keys:
-        if key in saved and key in wanted:
-            differences += _leaf_differences(key, plain_values(saved[key]), plain_values(wanted[key]))
-    return differences
+    return _differences("", plain_values(saved), plain_values(wanted), only)
 
 
-def _leaf_differences(key: str, saved: Any, wanted: Any) -> list[str]:
+def _differences(key: str, saved: Any, wanted: Any, only: frozenset[str] | None) -> list[str]:
     if key in NOT_COMPARED or key in LINKED_FROM_DATA or key.rpartition(".")[2].startswith("_"):
         return []
     if isinstance(saved, dict) and isinstance(wanted, dict) and key != "data.env.kwargs":
         return [
             difference
-            for name in saved.keys() & wanted.keys()
-            for difference in _leaf_differences(f"{key}.{name}", saved[name], wanted[name])
+            for name in wanted
+            if name in saved
+            for difference in _differences(f"{key}.{name}".lstrip("."), saved[name], wanted[name], only)
         ]
-    return [] if saved == wanted else [f"{key} ({saved!r} in the checkpoint, {wanted!r} here)"]
+    if saved == wanted or (only is not None and key not in only):
+        return []
+    return [f"{key} ({saved!r} in the checkpoint, {wanted!r} here)"]
 
 
 def plain_values(value: Any) -> Any:

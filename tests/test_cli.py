@@ -77,7 +77,9 @@ def test_unknown_strategy_lists_the_allowed_ones(capsys: pytest.CaptureFixture[s
     assert "data.her_strategy" in err and "future,final,episode" in err
 
 
-@pytest.mark.parametrize("args", [("--data.her_strategy", "nearest"), ("--trainer.max_epochs", "x"), ("--bogus", "1")])
+@pytest.mark.parametrize(
+    "args", [("--data.her_strategy", "nearest"), ("--trainer.max_epochs", "x"), ("--bogus", "1"), ("--optimizer", "Adam")]
+)
 def test_a_parser_error_is_one_line_without_the_usage(
     args: tuple[str, ...], capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -94,7 +94,7 @@ def test_a_resume_that_changes_the_model_data_or_task_is_refused_naming_each_key
 ) -> None:
     config_before = (run_folder(run_copy) / "config.yaml").read_bytes()
     error = refused(capsys, fit_command(run_copy, 4, "--ckpt_path", "last", *args))
-    assert "was trained with other settings" in error and "a resume keeps them (it honours changes to trainer" in error
+    assert "was trained with other settings" in error and "A resume keeps them (it honours changes to trainer" in error
     for key in keys:
         assert key in error
     assert (run_folder(run_copy) / "config.yaml").read_bytes() == config_before
@@ -304,6 +304,14 @@ def test_validate_evaluates_a_two_rank_checkpoint_on_one_process(
           "--ckpt_path", str(two_rank_checkpoint)])
     (evaluation,) = printed
     assert evaluation.startswith("eval (4 episodes) after") and "6 episodes, 4 updates" in evaluation
+
+
+def test_validate_refuses_only_what_changes_the_evaluation(trained: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    checkpoint = run_folder(trained) / "checkpoints" / "last.ckpt"
+    error = refused(capsys, ["validate", "--config", str(ROOT / "configs" / "point2d_fast.yaml"), "--trainer.logger",
+                             "false", "--ckpt_path", str(checkpoint)])
+    assert "model.hidden ([128, 128] in the checkpoint, [64, 64] here)" in error
+    assert "actor_lr" not in error and "num_envs" not in error and "batch_size" not in error
 
 
 def test_resuming_a_two_rank_checkpoint_with_auto_devices_is_one_line(
