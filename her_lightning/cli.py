@@ -293,19 +293,20 @@ def _resolve_last(trainer: Namespace, pin_version: bool) -> str:
 
 
 def export_main(args: list[str]) -> None:
-    """``her-lightning export CHECKPOINT OUTPUT``: write a standalone TorchScript policy."""
+    """``her-lightning export CHECKPOINT OUTPUT``: write a standalone policy file (``.pt2`` or ``.onnx``)."""
     parser = argparse.ArgumentParser(
         prog="her-lightning export",
-        description="Write a checkpoint's policy as a TorchScript file that needs only torch to run.",
+        description="Write a checkpoint's policy as a torch.export program (.pt2: needs only torch to run) "
+        "or an ONNX model (.onnx: needs only onnxruntime; writing it needs the onnx extra).",
     )
     parser.add_argument(
         "checkpoint", help="a training checkpoint, e.g. lightning_logs/point2d/version_0/checkpoints/last.ckpt"
     )
-    parser.add_argument("output", help="the policy file to write, e.g. policy.pt")
+    parser.add_argument("output", help="the policy file to write: its suffix picks the format, e.g. policy.pt2")
     options = parser.parse_args(args)
     try:
         path = export_policy(options.checkpoint, options.output)
-    except CheckpointError as error:
+    except (CheckpointError, ValueError, ImportError) as error:  # a bad checkpoint, suffix, or missing extra
         _fail(str(error))
     print(f"exported the policy of {options.checkpoint} to {path}")
 

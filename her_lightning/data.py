@@ -139,6 +139,7 @@ class HERDataModule(pl.LightningDataModule):
         self.obs_dim, self.goal_dim, self.action_dim = probe.obs_dim, probe.goal_dim, probe.action_dim
         self.max_episode_steps = probe.max_episode_steps
         self.reward_range = probe.reward_range
+        self.action_low, self.action_high = probe.action_low, probe.action_high
         if hasattr(probe, "close"):
             probe.close()
         if buffer_size < self.max_episode_steps + 1:
@@ -241,6 +242,28 @@ class HERDataModule(pl.LightningDataModule):
             "her_ratio": self.her_ratio,
         }
 
+    def task_record(self) -> dict[str, Any]:
+        """What checkpoints record of the task for exported policies, in plain values.
+
+        The env's own action bounds (see ``GoalEnv``) and the data settings, shaped as the config's ``data:``.
+        """
+        cfg = self.env_config
+        return {
+            "action_low": list(self.action_low),
+            "action_high": list(self.action_high),
+            "config": {
+                "env": {"id": cfg.id, "num_envs": cfg.num_envs, "kwargs": dict(cfg.kwargs)},
+                "buffer_size": self.buffer_size,
+                "batch_size": self.batch_size,
+                "batches_per_epoch": self.batches_per_epoch,
+                "her_strategy": self.her_strategy.value,
+                "her_ratio": self.her_ratio,
+                "eval_episodes": self.eval_episodes,
+                "seed": self.seed,
+                "save_buffer": self.save_buffer,
+            },
+        }
+
     def evaluation_env(self) -> GoalEnv:
         """The evaluation env, re-seeded so that every evaluation plays the same goals."""
         self._eval_env.load_state_dict(self._eval_env_start)
@@ -249,7 +272,8 @@ class HERDataModule(pl.LightningDataModule):
     def state_dict(self) -> dict[str, Any]:
         """The random streams and, with ``save_buffer``, the stored episodes: tensors, numbers and strings only.
 
-        Under DDP, every rank's (see ``distributed.gather_rank_states``).
+        Under DDP, every rank's (see ``distributed.gather_rank_states``). Beside them, under ``task``, the
+        ``task_record`` that ``her-lightning export`` reads (not loaded back: the config decides the task).
         """
         state = {
             "env": self.env.state_dict(),
@@ -258,7 +282,7 @@ class HERDataModule(pl.LightningDataModule):
         }
         if self.save_buffer:
             state["buffer"] = self.buffer.state_dict()
-        return gather_rank_states(state)
+        return {**gather_rank_states(state), "task": self.task_record()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         state = select_rank_state(state, "episode buffer and random streams")
