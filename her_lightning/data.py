@@ -101,7 +101,9 @@ class HERDataModule(pl.LightningDataModule):
         batches_per_epoch: Gradient steps per epoch (one epoch = one collection round).
         her_strategy: Where relabelled goals come from: ``future``, ``final`` or ``episode``.
         her_ratio: Probability that a sampled transition's goal is relabelled.
-        eval_episodes: Episodes per deterministic evaluation (all run at once).
+        eval_episodes: Episodes per deterministic evaluation.
+        eval_envs: Copies of the env that play them side by side, in rounds; ``None``: all at once. Fewer copies
+            hold less memory (a panda-gym copy holds about 110 MB of PyBullet state).
         seed: Seed of the env, sampler and evaluation streams; ``None`` takes the run's ``seed_everything``
             (``lightning.seed_everything`` in the Python API; 0 where it was not called).
         save_buffer: Whether checkpoints hold the episode buffer. Without it a
@@ -123,6 +125,7 @@ class HERDataModule(pl.LightningDataModule):
         eval_episodes: int = 100,
         seed: int | None = None,
         save_buffer: bool = True,
+        eval_envs: int | None = None,
     ) -> None:
         super().__init__()
         self.env_config = env if env is not None else EnvConfig()
@@ -131,6 +134,7 @@ class HERDataModule(pl.LightningDataModule):
             ("batch_size", batch_size),
             ("batches_per_epoch", batches_per_epoch),
             ("eval_episodes", eval_episodes),
+            ("eval_envs", 1 if eval_envs is None else eval_envs),
         ]:
             if value < 1:
                 raise ValueError(f"{name}={value} is invalid: must be at least 1")
@@ -158,6 +162,7 @@ class HERDataModule(pl.LightningDataModule):
         self.her_strategy = GoalStrategy(her_strategy)
         self.her_ratio = her_ratio
         self.eval_episodes = eval_episodes
+        self.eval_envs = min(eval_envs or eval_episodes, eval_episodes)
         self.seed = seed
         self.save_buffer = save_buffer
         self.env: GoalEnv | None = None
@@ -174,7 +179,7 @@ class HERDataModule(pl.LightningDataModule):
         device = self.device
         # Under DDP every rank collects its own episodes; all ranks evaluate on the same goals.
         self.env = self.make_env(self.env_config.num_envs, rank_stream("env"))
-        self._eval_env = self.make_env(self.eval_episodes, "eval")
+        self._eval_env = self.make_env(self.eval_envs, "eval")
         self._eval_env_start = self._eval_env.state_dict()
         self.buffer = EpisodeBuffer(
             self.buffer_size, self.obs_dim, self.goal_dim, self.action_dim, self.max_episode_steps, device
@@ -259,6 +264,7 @@ class HERDataModule(pl.LightningDataModule):
                 "her_strategy": self.her_strategy.value,
                 "her_ratio": self.her_ratio,
                 "eval_episodes": self.eval_episodes,
+                "eval_envs": self.eval_envs,
                 "seed": self.seed,
                 "save_buffer": self.save_buffer,
             },
@@ -268,6 +274,12 @@ class HERDataModule(pl.LightningDataModule):
         """The evaluation env, re-seeded so that every evaluation plays the same goals."""
         self._eval_env.load_state_dict(self._eval_env_start)
         return self._eval_env
+
+    def evaluate(self, policy: Policy) -> Episodes:
+        """``eval_episodes`` episodes of ``policy`` on the fixed evaluation goals, ``eval_envs`` at a time."""
+        env = self.evaluation_env()
+        rounds = [rollout(env, policy) for _ in range(math.ceil(self.eval_episodes / self.eval_envs))]
+        return Episodes(*(torch.cat(values)[: self.eval_episodes] for values in zip(*rounds, strict=True)))
 
     def state_dict(self) -> dict[str, Any]:
         """The random streams and, with ``save_buffer``, the stored episodes: tensors, numbers and strings only.

@@ -18,7 +18,6 @@ from her_lightning.losses import SATURATION_PREACTIVATION, TargetSmoothing, acto
 from her_lightning.networks import Actor, Critic, polyak_update
 from her_lightning.normalizer import RunningNormalizer
 from her_lightning.rng import make_generator
-from her_lightning.rollout import rollout
 
 
 PLAIN_DDP_ADVICE = (
@@ -350,8 +349,8 @@ class HERDDPG(pl.LightningModule):
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         """A deterministic (noise-free) evaluation of ``policy`` on the datamodule's fixed evaluation goals."""
-        env = self.trainer.datamodule.evaluation_env()
-        episodes = rollout(env, self.policy)
+        datamodule = self.trainer.datamodule
+        episodes = datamodule.evaluate(self.policy)
         # Counted in Python floats: 95 of 100 must read as 0.95, not float32's 0.9499.
         success_rate = int(episodes.success.sum()) / episodes.success.numel()
         episode_return = float(episodes.episode_return.mean())
@@ -363,6 +362,7 @@ class HERDDPG(pl.LightningModule):
         self.log_dict(metrics, prog_bar=True, logger=False, batch_size=1)
         if self.logger is not None:
             self.logger.log_metrics(metrics, step=self.env_steps)
+        env = datamodule.evaluation_env()
         if hasattr(env, "plot_episodes"):
             monitor.log_figure(self.trainer, "eval/trajectories", env.plot_episodes(episodes), self.env_steps)
         progress = (

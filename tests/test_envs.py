@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from her_lightning.data import HERDataModule
 from her_lightning.envs import GoalEnv, PointNavEnv, make_env
 from her_lightning.rollout import exploring, rollout
 
@@ -117,3 +118,15 @@ def test_random_actions_replace_the_policys_at_the_given_rate(prob: float) -> No
 def test_exploring_without_a_generator_is_an_error() -> None:
     with pytest.raises(ValueError, match="needs a generator"):
         exploring(lambda obs, goal: torch.zeros(obs.shape[0], 2), 0.0, 0.3, None)
+
+
+def test_evaluation_in_rounds_plays_the_same_fixed_goals_on_every_call() -> None:
+    # Fewer env copies than evaluation episodes (to save memory): the episodes are played in rounds.
+    data = HERDataModule(eval_episodes=10, eval_envs=4, seed=0)
+    data.setup("fit")
+    policy = lambda observation, goal: (goal - observation[:, :2]).clamp(-1.0, 1.0)  # noqa: E731
+    first, second = data.evaluate(policy), data.evaluate(policy)
+    assert first.desired_goal.shape == (10, 2)
+    assert torch.equal(first.desired_goal, second.desired_goal)
+    assert first.desired_goal.unique(dim=0).shape[0] == 10  # each round plays new goals
+    assert first.success.all()

@@ -30,7 +30,7 @@ def test_panda_reach_learns_within_ten_epochs(tmp_path: Path) -> None:
     ((env_steps, success),) = evaluations(tmp_path, "panda_reach")
     # 1,000 random warm-up steps and 10 epochs of 2 episodes (shorter than 50 steps once they reach their goals).
     assert env_steps <= 2_000
-    # An untrained policy reaches about 5% of PandaReach's goals.
+    # The untrained actor reaches 7% of PandaReach's goals, uniformly random actions 17%.
     assert success >= 0.9, f"eval success rate {success:.2f} after {env_steps:,} env steps"
 
 
