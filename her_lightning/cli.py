@@ -292,6 +292,13 @@ def _resolve_last(trainer: Namespace, pin_version: bool) -> str:
     return str(checkpoint)
 
 
+DESCRIPTION = """Train and evaluate goal-conditioned DDPG + HER agents from YAML configs.
+
+  her-lightning fit --config configs/point2d.yaml      train (--ckpt_path last resumes)
+  her-lightning validate --config ... --ckpt_path X    evaluate a checkpoint
+  her-lightning export CHECKPOINT policy.pt2|.onnx     write a standalone policy file"""
+
+
 def export_main(args: list[str]) -> None:
     """``her-lightning export CHECKPOINT OUTPUT``: write a standalone policy file (``.pt2`` or ``.onnx``)."""
     parser = argparse.ArgumentParser(
@@ -344,6 +351,7 @@ def main(args: ArgsType = None) -> None:
         auto_configure_optimizers=False,  # the module makes its own two (actor_lr, critic_lr): no --optimizer
         save_config_callback=SaveConfigOnTrainStart,
         save_config_kwargs={"overwrite": True},  # a resumed run writes its config into its own folder again
+        parser_kwargs={"description": DESCRIPTION, "formatter_class": argparse.RawDescriptionHelpFormatter},
         trainer_defaults={
             "plugins": [{"class_path": "her_lightning.checkpoint.AtomicCheckpointIO"}],
             "log_every_n_steps": 1,  # an epoch is one item (a chunk of batches); larger values only warn

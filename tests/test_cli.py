@@ -164,3 +164,12 @@ def test_progress_bar_shows_evaluation_and_training_return() -> None:
     cli.trainer.fit(cli.model, cli.datamodule)
     shown = cli.trainer.progress_bar_metrics
     assert {"eval/success_rate", "train/episode_return"} <= set(shown)
+
+
+def test_help_lists_every_subcommand_export_included(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "her-lightning export CHECKPOINT" in out and "{fit,validate}" in out
+    assert "test" not in out.split() and "predict" not in out
