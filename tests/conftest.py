@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import lightning.pytorch as pl
 import torch
 
 from her_lightning.rollout import Episodes
@@ -39,3 +42,18 @@ def exact_match_reward(achieved_goal: torch.Tensor, desired_goal: torch.Tensor) 
 
 def exact_match(achieved_goal: torch.Tensor, desired_goal: torch.Tensor) -> torch.Tensor:
     return (achieved_goal == desired_goal).all(dim=-1)
+
+
+def quiet_trainer(max_epochs: int, callbacks: list[pl.Callback], root: Path) -> pl.Trainer:
+    """A CPU trainer that writes nothing (no logger, checkpoints, progress bar or summary) and skips the sanity check."""
+    return pl.Trainer(
+        max_epochs=max_epochs,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=callbacks,
+        default_root_dir=root,
+    )

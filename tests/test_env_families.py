@@ -29,6 +29,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import quiet_trainer
 from her_lightning import HERDDPG, EnvConfig, EpisodeCollector, HERDataModule
 from her_lightning.conventions import check_episodes
 from her_lightning.envs import make_env
@@ -135,17 +136,7 @@ def build_and_train(tmp_path: Path, env_id: str, kwargs: dict[str, Any]) -> None
     collector = EpisodeCollector(
         warmup_episodes=WARMUP_EPISODES, warmup_policy="random", episodes_per_epoch=EPISODES_PER_EPOCH
     )
-    trainer = pl.Trainer(
-        max_epochs=EPOCHS,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        callbacks=[collector],
-        default_root_dir=tmp_path,
-    )
+    trainer = quiet_trainer(EPOCHS, [collector], tmp_path)
     trainer.fit(model, data)
     assert model.updates == EPOCHS * BATCHES_PER_EPOCH
     assert model.episodes == WARMUP_EPISODES + EPOCHS * EPISODES_PER_EPOCH

@@ -8,6 +8,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
+from conftest import quiet_trainer
 from her_lightning import HERDDPG, EnvConfig, EpisodeCollector, HERDataModule
 from her_lightning.cli import HERLightningCLI
 
@@ -22,17 +23,7 @@ def train(
     )
     model = HERDDPG(data.obs_dim, data.goal_dim, data.action_dim, hidden=(64, 64))
     options = {"warmup_episodes": 200, "warmup_policy": "random", "episodes_per_epoch": num_envs, **collector}
-    trainer = pl.Trainer(
-        max_epochs=epochs,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        callbacks=[EpisodeCollector(**options)],
-        default_root_dir=tmp_path,
-    )
+    trainer = quiet_trainer(epochs, [EpisodeCollector(**options)], tmp_path)
     trainer.fit(model, data)
     return model, data, trainer
 
