@@ -151,10 +151,9 @@ class HERDDPG(pl.LightningModule):
         # Networks see normalized inputs; the statistics are buffers, saved with the weights.
         self.obs_normalizer = RunningNormalizer(obs_dim, norm_clip) if normalize_inputs else None
         self.goal_normalizer = RunningNormalizer(goal_dim, norm_clip) if normalize_inputs else None
-        self._value_range = value_range(reward_range, gamma) if clip_target else None
-        self._value_watch = health.ValueRangeWatch(
-            value_range(reward_range, gamma) if reward_range is not None and gamma < 1.0 else None
-        )
+        attainable = value_range(reward_range, gamma) if reward_range is not None and gamma < 1.0 else None
+        self._value_range = attainable if clip_target else None  # clip_target was checked to have both above
+        self._value_watch = health.ValueRangeWatch(attainable)
         self._seed = 0
         self._generator: torch.Generator | None = None  # target smoothing noise, made on the training device
         self._generator_state: torch.Tensor | None = None  # from a checkpoint, applied when the stream is made
