@@ -19,9 +19,10 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import lightning.pytorch as pl
 
@@ -127,7 +128,20 @@ def table(summaries: list[SeedSummary]) -> str:
     return "\n".join(lines)
 
 
-def plot(rows: list[Evaluation], seeds: list[int], title: str, path: Path) -> None:
+class CurvePoint(Protocol):
+    """What ``plot`` reads of an evaluation."""
+
+    @property
+    def seed(self) -> int: ...
+
+    @property
+    def env_steps(self) -> int: ...
+
+    @property
+    def success(self) -> float: ...
+
+
+def plot(rows: Sequence[CurvePoint], seeds: list[int], title: str, path: Path) -> None:
     """Success against env steps: a thin line per seed, the median and a 95% bootstrap band of the median."""
     import matplotlib
 
