@@ -65,6 +65,6 @@ class SolveTimer(pl.Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.watch.pause()
         if point_success_rate(pl_module.act) >= SOLVED:
-            self.solved_at = (self.watch.elapsed, pl_module.env_steps, pl_module.updates)
+            self.solved_at = (self.watch.elapsed, trainer.datamodule.env_steps, pl_module.updates)
             trainer.should_stop = True
         self.watch.start()

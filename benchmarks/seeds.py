@@ -26,6 +26,8 @@ from typing import NamedTuple, Protocol
 
 import lightning.pytorch as pl
 
+from her_lightning.evaluation import Evaluator
+
 FIELDS = ("seed", "env_steps", "updates", "seconds", "success", "return")
 SOLVED = 0.95
 
@@ -40,19 +42,28 @@ class Evaluation(NamedTuple):
 
 
 class EvaluationRecorder(pl.Callback):
-    """Appends every evaluation of the run to a CSV file, as it happens (a crashed run keeps its rows)."""
+    """Appends every evaluation of the run to a CSV file, as it happens (a crashed run keeps its rows).
+
+    It must come after the run's ``Evaluator`` in the trainer's callbacks: it records an epoch whose end
+    made the evaluator's count of evaluations grow.
+    """
 
     def __init__(self, path: Path, seed: int) -> None:
         self.path, self.seed = path, seed
         self.start = time.perf_counter()
+        self.seen = 0
 
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        (evaluator,) = [callback for callback in trainer.callbacks if isinstance(callback, Evaluator)]
+        if evaluator.evaluations == self.seen:
+            return
+        self.seen = evaluator.evaluations
         if not trainer.is_global_zero:  # under DDP every rank evaluates the same policy; one row is enough
             return
         metrics = trainer.callback_metrics
         row = Evaluation(
             self.seed,
-            pl_module.env_steps,
+            trainer.datamodule.env_steps,
             pl_module.updates,
             round(time.perf_counter() - self.start, 2),
             round(float(metrics["eval/success_rate"]), 4),
@@ -77,7 +88,7 @@ def run_seed(config: str, seed: int, path: Path, cli_args: list[str]) -> None:
         HERDDPG, HERDataModule, run=False, save_config_callback=None,
         args=["--config", config, "--seed_everything", str(seed), *quiet, "--torch_threads", "1", *cli_args],
     )
-    cli.trainer.callbacks.insert(0, EvaluationRecorder(path, seed))
+    cli.trainer.callbacks.append(EvaluationRecorder(path, seed))  # after the evaluator
     cli.trainer.fit(cli.model, cli.datamodule)
 
 

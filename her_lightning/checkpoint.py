@@ -15,6 +15,8 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from typing_extensions import override
 
 LAST_CHECKPOINT = "last.ckpt"
+DATA_STATE = "HERDataModule"  # where Lightning keeps the datamodule's state_dict in a checkpoint (its class name)
+EVALUATOR_STATE = "Evaluator"  # the Evaluator callback's state_key
 
 
 class CheckpointError(RuntimeError):
@@ -81,7 +83,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
     Every stored record's CRC is checked first; then that the file loads with ``weights_only=True`` and holds
     a model's weights and hyper-parameters (a torch file that is not a training checkpoint is refused here,
-    not half-way through a run).
+    not half-way through a run). An older checkpoint's contents come in the current layout (``upgrade``).
 
     Raises:
         CheckpointError: If the file is missing, a directory, truncated, corrupt or not a her-lightning
@@ -100,7 +102,39 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(
             _unreadable(path, f"not a her-lightning checkpoint: its hyper-parameters lack {', '.join(missing)}")
         )
-    return contents
+    return upgrade(contents)
+
+
+def upgrade(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """Move, in place, what older checkpoints kept elsewhere to where its owner now reads it; returns it.
+
+    Older checkpoints kept the env-step and episode counters and the solved flag beside the learner's update
+    counter (``counters``), and the data settings inside the datamodule's task record. A checkpoint already
+    in the current layout is left as it is.
+    """
+    counters = checkpoint.get("counters", {})
+    data = checkpoint.get(DATA_STATE)
+    if data is not None and "counters" not in data and "env_steps" in counters:
+        data["counters"] = {"env_steps": counters.pop("env_steps"), "episodes": counters.pop("episodes", 0)}
+    if "solved" in counters:
+        evaluator = {"solved": bool(counters.pop("solved")), "evaluations": 0}
+        checkpoint.setdefault("callbacks", {}).setdefault(EVALUATOR_STATE, evaluator)
+    task = data.get("task") if data is not None else None
+    if task is not None and "config" in task:
+        config = task.pop("config")
+        task.update(env=config["env"], seed=config.get("seed"))
+    return checkpoint
+
+
+def trained(checkpoint: dict[str, Any]) -> dict[str, int]:
+    """How far a checkpoint's run had trained: ``env_steps``, ``episodes`` and ``updates``."""
+    checkpoint = upgrade(checkpoint)
+    data = checkpoint.get(DATA_STATE, {}).get("counters", {})
+    return {
+        "env_steps": data.get("env_steps", 0),
+        "episodes": data.get("episodes", 0),
+        "updates": checkpoint.get("counters", {}).get("updates", 0),
+    }
 
 
 def _verify_file(path: Path) -> None:

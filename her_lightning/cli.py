@@ -1,4 +1,4 @@
-"""``her-lightning``: train, evaluate and inspect agents from YAML configs (LightningCLI)."""
+"""``her-lightning``: train agents from YAML configs (LightningCLI), test and export their checkpoints."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import errno
 import os
 import sys
 import threading
+import warnings
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -19,16 +20,17 @@ from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCL
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 
-from her_lightning.callbacks import EpisodeCollector
-from her_lightning.checkpoint import LAST_CHECKPOINT, CheckpointError, find_last_checkpoint, read_checkpoint
+from her_lightning.checkpoint import LAST_CHECKPOINT, CheckpointError, find_last_checkpoint, read_checkpoint, trained
+from her_lightning.collector import EpisodeCollector
 from her_lightning.data import HERDataModule
 from her_lightning.distributed import rank_count_mismatch, saved_ranks
+from her_lightning.evaluation import Evaluator, evaluate_checkpoint
 from her_lightning.export import export_policy
 from her_lightning.health import TrainingDiverged
 from her_lightning.module import PLAIN_DDP_ADVICE, HERDDPG
+from her_lightning.progress import RunProgressBar
 from her_lightning.resume import (
     COMPARED,
-    EVALUATED,
     HONOURED,
     RunFolderBusy,
     RunFolderLock,
@@ -43,9 +45,11 @@ DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPER
 
 
 class HERLightningCLI(LightningCLI):
-    """LightningCLI with the collector always present, the task's sizes linked into the model, and one seed.
+    """LightningCLI with the collector and the evaluator always present, the task's sizes linked into the model,
+    one seed, and one progress bar for the run.
 
-    The collector is configured under its own top-level key, ``collector:``.
+    The collector and the evaluator are configured under their own top-level keys, ``collector:`` and
+    ``evaluation:``.
     ``--ckpt_path last`` resumes the run that wrote the newest ``last.ckpt``, in
     its own log folder, and is an error when there is none. A checkpoint is
     checked before anything is written: the file itself, that the config keeps
@@ -60,8 +64,8 @@ class HERLightningCLI(LightningCLI):
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
-        """``fit`` and ``validate``: the module has no test or predict step."""
-        return {key: value for key, value in LightningCLI.subcommands().items() if key in ("fit", "validate")}
+        """``fit`` alone: evaluation is the ``Evaluator`` callback's, and ``test`` and ``export`` take a checkpoint."""
+        return {"fit": LightningCLI.subcommands()["fit"]}
 
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
         super().parse_arguments(parser, args)
@@ -71,15 +75,14 @@ class HERLightningCLI(LightningCLI):
         config = self.config[subcommand]
         try:
             if config.ckpt_path == "last":
-                # Only a resumed fit continues the run's folder; a validate logs beside it.
-                config.ckpt_path = str(_resolve_last(config.trainer, pin_version=subcommand == "fit"))
+                config.ckpt_path = str(_resolve_last(config.trainer))
             self._checkpoint = read_checkpoint(config.ckpt_path)
         except CheckpointError as error:
             _fail(str(error))
-        if subcommand == "fit" and not {"optimizer_states", "loops"} <= self._checkpoint.keys():
+        if not {"optimizer_states", "loops"} <= self._checkpoint.keys():
             _fail(
                 f"checkpoint {config.ckpt_path} holds only weights (saved with save_weights_only): it can be "
-                "validated or exported, not resumed; leave out --ckpt_path to start a new run"
+                "tested or exported, not resumed; leave out --ckpt_path to start a new run"
             )
 
     def _parse_ckpt_path(self) -> None:
@@ -90,6 +93,7 @@ class HERLightningCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(EpisodeCollector, "collector")
+        parser.add_lightning_class_args(Evaluator, "evaluation")
         parser.add_argument(
             "--torch_threads",
             type=int | None,
@@ -106,7 +110,7 @@ class HERLightningCLI(LightningCLI):
         if config.trainer.get("strategy") in ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook"):
             _fail(f"trainer.strategy={config.trainer.strategy} {PLAIN_DDP_ADVICE}")
         every = config.trainer.get("check_val_every_n_epoch")
-        if every is not None and every < 1:
+        if every is None or every < 1:
             _fail(
                 f"trainer.check_val_every_n_epoch={every} is invalid: must be at least 1 (epochs between evaluations)"
             )
@@ -116,7 +120,7 @@ class HERLightningCLI(LightningCLI):
             torch.set_num_threads(config.torch_threads)
         self._settings = _run_settings(config)
         if self._checkpoint is not None:
-            _check_resume(self._checkpoint, config, self._settings, self.subcommand)
+            _check_resume(self._checkpoint, config, self._settings)
 
     def instantiate_classes(self) -> None:
         """Turn an invalid option into a one-line error instead of a stack trace."""
@@ -126,6 +130,9 @@ class HERLightningCLI(LightningCLI):
             _fail(str(error))
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        trainer_config = (self.config_init[self.subcommand] if self.subcommand else self.config_init).trainer
+        if trainer_config.get("enable_progress_bar") in (None, True):  # beside the config's own callbacks
+            trainer_config.callbacks = [*(trainer_config.get("callbacks") or []), RunProgressBar()]
         trainer = super().instantiate_trainer(**kwargs)
         trainer.callbacks.append(RunRecord(self._settings))  # what a resume compares, and its event logs' sizes
         return trainer
@@ -144,18 +151,6 @@ class HERLightningCLI(LightningCLI):
         if self._checkpoint is not None and isinstance(self.trainer.logger, TensorBoardLogger):
             for change in cut_event_logs(log_dir, self._checkpoint.get("tensorboard_events")):
                 rank_zero_info(f"TensorBoard logs back to the checkpoint: {change}")
-
-    def validate(self, model: HERDDPG, ckpt_path: str | None = None, **kwargs: Any) -> Any:
-        """``Trainer.validate`` on the checkpoint's weights (and counters) alone.
-
-        An evaluation needs neither the episode buffer nor training's random streams, so a checkpoint of any
-        number of DDP ranks evaluates on one process, like ``her-lightning export`` exports it.
-        """
-        if self._checkpoint is not None:
-            model.on_load_checkpoint(self._checkpoint)
-            model.load_state_dict(self._checkpoint["state_dict"])
-            rank_zero_info(f"evaluating the weights of {ckpt_path}")
-        return self.trainer.validate(model, **kwargs)
 
     def _run_subcommand(self, subcommand: str) -> None:
         """Run it; a bad checkpoint, a busy run folder, a diverged run or a disk failure end in one line."""
@@ -185,11 +180,11 @@ class HERLightningCLI(LightningCLI):
         candidates = [callback.last_model_path, callback.best_model_path] if callback is not None else []
         for path in [*candidates, self._ckpt_path()]:
             try:
-                counters = read_checkpoint(path).get("counters", {}) if path else None
+                counters = trained(read_checkpoint(path)) if path else None
             except CheckpointError:
                 continue
             if counters is not None:
-                return f"{path} ({counters.get('updates', 0):,} updates, {counters.get('env_steps', 0):,} env steps)"
+                return f"{path} ({counters['updates']:,} updates, {counters['env_steps']:,} env steps)"
         return "none (this run wrote no checkpoint yet)"
 
 
@@ -216,6 +211,13 @@ class HERArgumentParser(LightningArgumentParser):
         _fail(f"{' '.join(message.split())} (options: {command} --help)")
 
 
+class CommandParser(argparse.ArgumentParser):
+    """The parser of ``test`` and ``export``: a bad option is one line, as for ``fit``."""
+
+    def error(self, message: str) -> NoReturn:
+        _fail(f"{message} (options: {self.prog} --help)")
+
+
 def _fail(message: str) -> NoReturn:
     print(f"her-lightning: error: {message}", file=sys.stderr)
     raise SystemExit(2)
@@ -227,28 +229,22 @@ def _run_settings(config: Namespace) -> dict[str, Any]:
     return plain_values({key: v.as_dict() if isinstance(v, Namespace) else v for key, v in sections.items()})
 
 
-def _check_resume(checkpoint: dict[str, Any], config: Namespace, settings: dict[str, Any], subcommand: str) -> None:
+def _check_resume(checkpoint: dict[str, Any], config: Namespace, settings: dict[str, Any]) -> None:
     """Refuse, in one line, a config that changes what the checkpoint trained, or a ``max_epochs`` it has passed.
 
-    A ``fit`` keeps the model, data and collector settings; a ``validate`` only what evaluation depends on
-    (``resume.EVALUATED``: the networks' shapes, the evaluated actor, the task), so it may evaluate on other
-    goals (``data.seed``) or more episodes.
+    A resume keeps the model, data and collector settings and the seed.
     """
     saved = {**checkpoint.get("run_settings", {}), "model": checkpoint["hyper_parameters"]}
-    differences = settings_differences(saved, settings, EVALUATED if subcommand == "validate" else None)
+    differences = settings_differences(saved, settings)
     if differences:
-        kept = (
-            f"A resume keeps them (it honours changes to {HONOURED})"
-            if subcommand == "fit"
-            else "Validate evaluates the checkpoint's networks on its task (data.env); other options may differ"
-        )
         _fail(
-            f"checkpoint {config.ckpt_path} was trained with other settings: {'; '.join(differences)}. {kept}: give "
-            "the run's own config (config.yaml in its version folder), or leave out --ckpt_path to start a new run"
+            f"checkpoint {config.ckpt_path} was trained with other settings: {'; '.join(differences)}. A resume "
+            f"keeps them (it honours changes to {HONOURED}): give the run's own config (config.yaml in its version "
+            "folder), or leave out --ckpt_path to start a new run"
         )
     done = _epochs_done(checkpoint)
     max_epochs = config.trainer.get("max_epochs")
-    if subcommand == "fit" and max_epochs is not None and 0 <= max_epochs < done:
+    if max_epochs is not None and 0 <= max_epochs < done:
         _fail(
             f"trainer.max_epochs={max_epochs} is below the {done} epochs that checkpoint {config.ckpt_path} has "
             f"trained: give at least {done + 1} to train on"
@@ -272,8 +268,8 @@ def _launching_process() -> bool:
     return all(os.environ.get(key, "0") == "0" for key in ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK"))
 
 
-def _resolve_last(trainer: Namespace, pin_version: bool) -> str:
-    """The ``last.ckpt`` that ``--ckpt_path last`` means; with ``pin_version``, logs go to that run's version folder."""
+def _resolve_last(trainer: Namespace) -> str:
+    """The ``last.ckpt`` that ``--ckpt_path last`` means; the resumed run logs into that run's version folder."""
     for callback in trainer.get("callbacks") or []:
         dirpath = callback.get("init_args", {}).get("dirpath") if isinstance(callback, Namespace) else None
         if callback.get("class_path", "").endswith("ModelCheckpoint") and dirpath:
@@ -287,21 +283,51 @@ def _resolve_last(trainer: Namespace, pin_version: bool) -> str:
         )
     run_root = Path(init_args.save_dir) / (init_args.get("name") or "")
     checkpoint, version = find_last_checkpoint(run_root, init_args.get("version"))
-    if pin_version:
-        init_args.version = version  # keep logging into the same run folder
+    init_args.version = version  # keep logging into the same run folder
     return str(checkpoint)
 
 
 DESCRIPTION = """Train and evaluate goal-conditioned DDPG + HER agents from YAML configs.
 
   her-lightning fit --config configs/point2d.yaml      train (--ckpt_path last resumes)
-  her-lightning validate --config ... --ckpt_path X    evaluate a checkpoint
+  her-lightning test CHECKPOINT                        final evaluation on fresh goals, saved as JSON
   her-lightning export CHECKPOINT policy.pt2|.onnx     write a standalone policy file"""
+
+
+def checkpoint_test_main(args: list[str]) -> None:
+    """``her-lightning test CHECKPOINT``: a final evaluation on goals of its own; prints it and writes it as JSON."""
+    parser = CommandParser(
+        prog="her-lightning test",
+        description="Evaluate a checkpoint's policy without exploration noise on fresh goals (a stream of the run's "
+        "seed that training's evaluations never drew from), print the result and write it as JSON beside the "
+        "checkpoint (CHECKPOINT.test.json).",
+    )
+    parser.add_argument(
+        "checkpoint", help="a training checkpoint, e.g. lightning_logs/point2d/version_0/checkpoints/last.ckpt"
+    )
+    parser.add_argument("--episodes", type=int, default=1000, help="episodes to play (default: 1000)")
+    parser.add_argument("--seed", type=int, default=None, help="seed of the test goals (default: the run's seed)")
+    parser.add_argument(
+        "--num_envs", type=int, default=None, help="env copies played side by side (default: up to 100)"
+    )
+    options = parser.parse_args(args)
+    try:
+        summary = evaluate_checkpoint(options.checkpoint, options.episodes, options.seed, options.num_envs)
+    except (CheckpointError, ValueError, ImportError) as error:  # a bad checkpoint or option, or a missing extra
+        _fail(str(error))
+    low, high = summary["success_rate_95ci"]
+    counters = summary["trained"]
+    print(
+        f"test of {summary['checkpoint']} ({summary['env_id']}, {counters['env_steps']:,} env steps trained): "
+        f"{summary['episodes']:,} episodes, seed {summary['seed']}: success rate {summary['success_rate']:.3f} "
+        f"(95% interval {low:.3f}-{high:.3f}), mean return {summary['episode_return_mean']:.2f}, "
+        f"mean length {summary['episode_length_mean']:.1f}; written to {summary['output']}"
+    )
 
 
 def export_main(args: list[str]) -> None:
     """``her-lightning export CHECKPOINT OUTPUT``: write a standalone policy file (``.pt2`` or ``.onnx``)."""
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="her-lightning export",
         description="Write a checkpoint's policy as a torch.export program (.pt2: needs only torch to run) "
         "or an ONNX model (.onnx: needs only onnxruntime; writing it needs the onnx extra).",
@@ -336,10 +362,12 @@ def _check_config_files(argv: list[str]) -> None:
 
 
 def main(args: ArgsType = None) -> None:
-    """Entry point of the ``her-lightning`` console script: LightningCLI subcommands, and ``export``."""
+    """Entry point of the ``her-lightning`` console script: ``fit`` (LightningCLI), ``test`` and ``export``."""
+    # Lightning's own use of an API that torch deprecated: nothing a user can act on.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
     argv = sys.argv[1:] if args is None else args
-    if isinstance(argv, list) and argv[:1] == ["export"]:
-        export_main(argv[1:])
+    if isinstance(argv, list) and argv[:1] in (["export"], ["test"]):
+        {"export": export_main, "test": checkpoint_test_main}[argv[0]](argv[1:])
         return
     if isinstance(argv, list):
         _check_config_files(argv)

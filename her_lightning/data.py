@@ -1,9 +1,8 @@
-"""The data side of training: the task, the episode buffer, the HER sampler and the batches Lightning sees."""
+"""The experience side of training: the task, the episode buffer, the HER sampler and the batches Lightning sees."""
 
 from __future__ import annotations
 
 import math
-import os
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -16,11 +15,11 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from her_lightning.buffer import EpisodeBuffer
 from her_lightning.conventions import check_episodes
-from her_lightning.distributed import gather_rank_states, rank_stream, select_rank_state
+from her_lightning.distributed import gather_rank_states, rank_stream, select_rank_state, sum_over_ranks
 from her_lightning.envs import GoalEnv, make_env
 from her_lightning.her import GoalStrategy, HERBatch, HERSampler, validate_her_options
-from her_lightning.rng import derive_seed, make_generator
-from her_lightning.rollout import Episodes, Policy, rollout
+from her_lightning.rng import derive_seed, make_generator, run_seed
+from her_lightning.rollout import Episodes, Policy, film, play, rollout
 
 # Lightning warns that a dataset length can be wrong with several loader workers; batches are drawn in-process.
 warnings.filterwarnings("ignore", message=r".*`IterableDataset` has `__len__` defined.*")
@@ -86,12 +85,17 @@ class Collection(NamedTuple):
     episodes: list[Episodes]  # the batches played, each checked and stored
     observations: torch.Tensor  # (M, obs_dim) every state of those episodes
     goals: torch.Tensor  # (K, goal_dim) goals as training draws them: HER-relabelled, from the new transitions
+    env_steps: int  # transitions played in this round, over all DDP ranks
+    stored: int  # transitions in the buffer after this round, over all DDP ranks
 
 
 class HERDataModule(pl.LightningDataModule):
-    """Owns the task, the episode buffer and the HER sampler; serves training batches and evaluation runs.
+    """Owns the experience: the task's envs, the episode buffer, the HER sampler and the counters of what was played.
 
-    The buffer lives on the training device, so batches need no transfer.
+    ``collect`` plays, checks and stores episodes and advances ``env_steps`` and
+    ``episodes`` (counted over all DDP ranks); ``train_dataloader`` serves HER
+    batches from the buffer; ``evaluate`` plays the fixed evaluation goals. The
+    buffer lives on the training device, so batches need no transfer.
 
     Args:
         env: The task and how many of its episodes run at once.
@@ -170,12 +174,15 @@ class HERDataModule(pl.LightningDataModule):
         self.sampler: HERSampler | None = None
         self.goal_sampler: HERSampler | None = None  # its own stream: the training batches do not depend on it
         self._eval_env: GoalEnv | None = None
+        self._video_env: GoalEnv | None = None  # made on the first video
+        self.env_steps = 0  # transitions played into the buffer, warm-up included, over all ranks
+        self.episodes = 0
 
     def setup(self, stage: str) -> None:
         if self.env is not None:
             return
         if self.seed is None:
-            self.seed = int(os.environ.get("PL_GLOBAL_SEED", 0))  # what lightning.seed_everything set
+            self.seed = run_seed()
         device = self.device
         # Under DDP every rank collects its own episodes; all ranks evaluate on the same goals.
         self.env = self.make_env(self.env_config.num_envs, rank_stream("env"))
@@ -208,7 +215,7 @@ class HERDataModule(pl.LightningDataModule):
         return make_env(cfg.id, num_envs, derive_seed(self.seed, stream), self.device, **cfg.kwargs)
 
     def collect(self, policy: Policy, num_episodes: int, num_envs: int | None = None) -> Collection:
-        """Play at least ``num_episodes`` episodes with ``policy``, check them and store them in the buffer.
+        """Play at least ``num_episodes`` episodes with ``policy``, check them, store them and count them.
 
         They are played ``env.num_envs`` at a time on the training env, or, with ``num_envs``, that many
         at a time on a fresh env of the run's ``warmup`` stream (closed after). Every batch is checked
@@ -224,68 +231,65 @@ class HERDataModule(pl.LightningDataModule):
         if env is not self.env and hasattr(env, "close"):  # Gymnasium copies may hold simulators or subprocesses
             env.close()
         observations = torch.cat([episodes.observation[episodes.valid_states] for episodes in played])
-        new_transitions = sum(int(episodes.length.sum()) for episodes in played)
+        lengths = torch.cat([episodes.length for episodes in played])
+        new_transitions = int(lengths.sum())
         goals = self.goal_sampler.sample(new_transitions, newest=new_transitions).goal
-        return Collection(played, observations, goals)
+        counts = torch.tensor([new_transitions, lengths.numel(), self.buffer.num_transitions], device=self.device)
+        steps, done, stored = sum_over_ranks(counts).tolist()  # every rank's episodes
+        self.env_steps += steps
+        self.episodes += done
+        return Collection(played, observations, goals, steps, stored)
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(HERDataset(self.sampler, self.batch_size, self.batches_per_epoch), batch_size=None)
 
-    def val_dataloader(self) -> DataLoader:
-        """One item per evaluation: the evaluation itself is a batched rollout in ``validation_step``."""
-        return DataLoader(range(1), batch_size=None)
-
-    def describe(self) -> dict[str, Any]:
-        """The data settings as flat values, for TensorBoard's HParams tab."""
-        return {
-            "env": self.env_config.id,
-            "num_envs": self.env_config.num_envs,
-            "buffer_size": self.buffer_size,
-            "batch_size": self.batch_size,
-            "batches_per_epoch": self.batches_per_epoch,
-            "her_strategy": self.her_strategy.value,
-            "her_ratio": self.her_ratio,
-        }
-
     def task_record(self) -> dict[str, Any]:
-        """What checkpoints record of the task for exported policies, in plain values.
+        """What checkpoints record of the task, in plain values, for ``her-lightning export`` and ``test``.
 
-        The env's own action bounds (see ``GoalEnv``) and the data settings, shaped as the config's ``data:``.
+        The task as the config's ``data.env`` names it, the run seed and the env's own action bounds (see
+        ``GoalEnv``); the other data settings are in the run's ``run_settings`` where the command line trained it.
         """
         cfg = self.env_config
         return {
+            "env": {"id": cfg.id, "num_envs": cfg.num_envs, "kwargs": dict(cfg.kwargs)},
+            "seed": self.seed,
             "action_low": list(self.action_low),
             "action_high": list(self.action_high),
-            "config": {
-                "env": {"id": cfg.id, "num_envs": cfg.num_envs, "kwargs": dict(cfg.kwargs)},
-                "buffer_size": self.buffer_size,
-                "batch_size": self.batch_size,
-                "batches_per_epoch": self.batches_per_epoch,
-                "her_strategy": self.her_strategy.value,
-                "her_ratio": self.her_ratio,
-                "eval_episodes": self.eval_episodes,
-                "eval_envs": self.eval_envs,
-                "seed": self.seed,
-                "save_buffer": self.save_buffer,
-            },
         }
-
-    def evaluation_env(self) -> GoalEnv:
-        """The evaluation env, re-seeded so that every evaluation plays the same goals."""
-        self._eval_env.load_state_dict(self._eval_env_start)
-        return self._eval_env
 
     def evaluate(self, policy: Policy) -> Episodes:
         """``eval_episodes`` episodes of ``policy`` on the fixed evaluation goals, ``eval_envs`` at a time."""
-        env = self.evaluation_env()
-        rounds = [rollout(env, policy) for _ in range(math.ceil(self.eval_episodes / self.eval_envs))]
-        return Episodes(*(torch.cat(values)[: self.eval_episodes] for values in zip(*rounds, strict=True)))
+        self._eval_env.load_state_dict(self._eval_env_start)  # every evaluation plays the same goals
+        return play(self._eval_env, policy, self.eval_episodes)
+
+    def film(self, policy: Policy) -> torch.Tensor | None:
+        """One evaluation episode of ``policy`` as frames ``(T + 1, H, W, 3)`` uint8; ``None`` where the task does not
+        render images (the point task draws figures instead).
+
+        It plays on a copy of the task made once with ``render_mode="rgb_array"``, on goals of its own stream.
+
+        Raises:
+            Exception: Whatever the renderer raises where it cannot draw (no OpenGL backend, for MuJoCo).
+        """
+        if not hasattr(self._eval_env, "render"):
+            return None
+        if self._video_env is None:
+            cfg = self.env_config
+            kwargs = {**cfg.kwargs, "render_mode": "rgb_array"}
+            self._video_env = make_env(cfg.id, 1, derive_seed(self.seed, "video"), self.device, **kwargs)
+        return film(self._video_env, policy)
+
+    def figure(self, episodes: Episodes) -> Any | None:
+        """A matplotlib figure of evaluation episodes where the task draws one (the point task does), else ``None``."""
+        plot = getattr(self._eval_env, "plot_episodes", None)
+        return plot(episodes) if plot is not None else None
 
     def state_dict(self) -> dict[str, Any]:
         """The random streams and, with ``save_buffer``, the stored episodes: tensors, numbers and strings only.
 
-        Under DDP, every rank's (see ``distributed.gather_rank_states``). Beside them, under ``task``, the
-        ``task_record`` that ``her-lightning export`` reads (not loaded back: the config decides the task).
+        Under DDP, every rank's (see ``distributed.gather_rank_states``). Beside them the ``counters`` and, under
+        ``task``, the ``task_record`` that ``her-lightning export`` and ``test`` read (not loaded back: the config
+        decides the task).
         """
         state = {
             "env": self.env.state_dict(),
@@ -294,9 +298,12 @@ class HERDataModule(pl.LightningDataModule):
         }
         if self.save_buffer:
             state["buffer"] = self.buffer.state_dict()
-        return {**gather_rank_states(state), "task": self.task_record()}
+        counters = {"env_steps": self.env_steps, "episodes": self.episodes}  # the same on every rank
+        return {**gather_rank_states(state), "counters": counters, "task": self.task_record()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        counters = state.get("counters", {})
+        self.env_steps, self.episodes = counters.get("env_steps", 0), counters.get("episodes", 0)
         state = select_rank_state(state, "episode buffer and random streams")
         self.env.load_state_dict(state["env"])
         self.sampler.generator.set_state(state["sampler_generator"])

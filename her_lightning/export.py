@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from her_lightning.checkpoint import verify_checkpoint
+from her_lightning.checkpoint import DATA_STATE, read_checkpoint, upgrade
 from her_lightning.envs.base import scale_action
 from her_lightning.module import policy_weights
 from her_lightning.networks import Actor
@@ -97,9 +97,8 @@ def export_policy(checkpoint: str | Path, output: str | Path) -> Path:
         raise ValueError(f"output {output} has the unknown format {output.suffix!r}: its suffix must be {allowed}")
     if output.suffix == ".onnx":
         _require_onnx_extra(output)
-    verify_checkpoint(checkpoint)
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    policy, metadata = _policy_and_metadata(state)
+    state = read_checkpoint(checkpoint)
+    policy, metadata = policy_from_checkpoint(state)
     if "note" in metadata:
         warnings.warn(f"{checkpoint}: {metadata['note']}", stacklevel=2)
     batch = torch.export.Dim("batch")
@@ -121,8 +120,8 @@ def export_policy(checkpoint: str | Path, output: str | Path) -> Path:
     return output
 
 
-def _policy_and_metadata(state: dict[str, Any]) -> tuple[ExportedPolicy, dict[str, Any]]:
-    """The policy module and its metadata from a loaded checkpoint."""
+def policy_from_checkpoint(state: dict[str, Any]) -> tuple[ExportedPolicy, dict[str, Any]]:
+    """The policy module and its metadata from a loaded checkpoint (see ``checkpoint.read_checkpoint``)."""
     hparams = {key: value for key, value in state["hyper_parameters"].items() if not key.startswith("_")}
     weights = state["state_dict"]
     dims = {key: hparams[key] for key in ("obs_dim", "goal_dim", "action_dim")}
@@ -133,21 +132,22 @@ def _policy_and_metadata(state: dict[str, Any]) -> tuple[ExportedPolicy, dict[st
         for i, (name, dim) in enumerate([("obs_normalizer", dims["obs_dim"]), ("goal_normalizer", dims["goal_dim"])]):
             normalizers[i] = RunningNormalizer(dim, hparams["norm_clip"])
             normalizers[i].load_state_dict(_submodule(weights, name))
-    task = state.get("HERDataModule", {}).get("task")
+    task = upgrade(state).get(DATA_STATE, {}).get("task")
     if task is None:
         low, high = [-1.0] * dims["action_dim"], [1.0] * dims["action_dim"]
     else:
         low, high = task["action_low"], task["action_high"]
     policy = ExportedPolicy(actor, *normalizers, low, high).eval().requires_grad_(False)
     metadata = {
-        "env_id": None if task is None else task["config"]["env"]["id"],
+        "env_id": None if task is None else task["env"]["id"],
+        "policy": policy_weights(hparams),
         **dims,
         "action_low": low,
         "action_high": high,
         "inputs": {"observation": "(batch, obs_dim) float32, raw", "goal": "(batch, goal_dim) float32, raw"},
         "outputs": {"action": "in [action_low, action_high], the env's units", "action_unit": "in [-1, 1]"},
         # The run's own record of its settings where the command line wrote one (collector and seed too).
-        "config": {"data": None if task is None else task["config"], **state.get("run_settings", {}), "model": hparams},
+        "config": {"data": None if task is None else {"env": task["env"]}, **state.get("run_settings", {}), "model": hparams},
     }
     if task is None:
         metadata["note"] = UNKNOWN_TASK_NOTE

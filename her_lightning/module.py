@@ -1,23 +1,24 @@
-"""The DDPG learner: actor, critic, their targets and the update step."""
+"""The DDPG learner: actor, critic, their targets, their optimizers and the update step."""
 
 from __future__ import annotations
 
 import copy
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.strategies import DDPStrategy
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_warn
 
+from her_lightning import checkpoint as checkpoint_format
 from her_lightning import health, monitor
 from her_lightning.her import HERBatch
 from her_lightning.losses import SATURATION_PREACTIVATION, TargetSmoothing, actor_loss, critic_loss, td_target
 from her_lightning.networks import Actor, Critic, polyak_update
 from her_lightning.normalizer import RunningNormalizer
-from her_lightning.rng import make_generator
+from her_lightning.rng import make_generator, run_seed
 
 
 PLAIN_DDP_ADVICE = (
@@ -34,6 +35,18 @@ def policy_weights(hparams: dict[str, Any]) -> str:
     return "actor_target" if hparams.get("average_policy", False) else "actor"
 
 
+class UpdateStats(NamedTuple):
+    """What one update (or a sum of updates) reports, as 0-d tensors kept on the device until an epoch ends."""
+
+    critic_loss: torch.Tensor
+    actor_loss: torch.Tensor  # zero for a step without an actor update (TD3's policy_delay)
+    q_mean: torch.Tensor  # the mean Q value of the batch's actions
+    actor_steps: torch.Tensor  # 1 where the actor was updated, else 0
+
+    def __add__(self, other: UpdateStats) -> UpdateStats:  # type: ignore[override]
+        return UpdateStats(*(mine + theirs for mine, theirs in zip(self, other, strict=True)))
+
+
 def value_range(reward_range: tuple[float, float], gamma: float) -> tuple[float, float]:
     """The discounted returns that per-step rewards in ``reward_range`` can produce, over any horizon."""
     low, high = reward_range
@@ -47,9 +60,10 @@ class HERDDPG(pl.LightningModule):
     each batch is one gradient step of the critic, then of the actor, then a
     Polyak update of the targets (TD3's options change this: see the
     arguments). Lightning's ``global_step`` counts optimizer steps, not
-    batches, so the module keeps its own counters:
-    ``env_steps`` and ``episodes`` (advanced by the collector) and ``updates``.
-    Losses and the mean Q value are logged as epoch means against ``updates``.
+    batches, so the module counts its own ``updates``. Losses and the mean Q
+    value are logged as epoch means against ``updates``. Experience (envs,
+    buffer, env-step counters) is the datamodule's; evaluation is the
+    ``Evaluator`` callback's, which plays ``policy``.
 
     Args:
         obs_dim: Size of an observation (linked from the data by the CLI).
@@ -60,7 +74,6 @@ class HERDDPG(pl.LightningModule):
         critic_lr: Adam learning rate of the critic.
         gamma: Discount factor.
         tau: Polyak rate of the target networks, applied after every actor step.
-        solved_success_rate: Evaluation success rate at which the run is reported solved.
         normalize_inputs: Normalize observations and goals with running mean and standard
             deviation (updated from every collected episode, saved in checkpoints and in
             exported policies); the standard for the Fetch tasks.
@@ -97,7 +110,6 @@ class HERDDPG(pl.LightningModule):
         critic_lr: float = 1e-3,
         gamma: float = 0.98,
         tau: float = 0.005,
-        solved_success_rate: float = 0.95,
         normalize_inputs: bool = False,
         norm_clip: float = 5.0,
         twin_critics: bool = False,
@@ -119,7 +131,7 @@ class HERDDPG(pl.LightningModule):
         for name, value in [("actor_lr", actor_lr), ("critic_lr", critic_lr)]:
             if value <= 0:
                 raise ValueError(f"{name}={value} is invalid: must be positive")
-        for name, value in [("gamma", gamma), ("tau", tau), ("solved_success_rate", solved_success_rate)]:
+        for name, value in [("gamma", gamma), ("tau", tau)]:
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name}={value} is invalid: must be within [0, 1]")
         if tau == 0.0:
@@ -154,18 +166,13 @@ class HERDDPG(pl.LightningModule):
         attainable = value_range(reward_range, gamma) if reward_range is not None and gamma < 1.0 else None
         self._value_range = attainable if clip_target else None  # clip_target was checked to have both above
         self._value_watch = health.ValueRangeWatch(attainable)
-        self._seed = 0
         self._generator: torch.Generator | None = None  # target smoothing noise, made on the training device
         self._generator_state: torch.Tensor | None = None  # from a checkpoint, applied when the stream is made
-        self.env_steps = 0
-        self.episodes = 0
         self.updates = 0
-        self._solved = False
-        self._update_stats: torch.Tensor | None = None  # (4,) running sums of update()'s values
+        self._update_stats: UpdateStats | None = None  # the epoch's sums
         self._updates_in_epoch = 0
         self._epoch_start = time.perf_counter()
         self._last_batch: HERBatch | None = None
-        self._fit_start = time.perf_counter()
 
     @property
     def critics(self) -> list[Critic]:
@@ -226,17 +233,27 @@ class HERDDPG(pl.LightningModule):
         ]
 
     def training_step(self, chunk: HERBatch, batch_idx: int) -> None:
-        """One gradient step per batch of the chunk (fields ``(K, batch_size, ...)``, see ``HERDataset``)."""
+        """One gradient step per batch of the chunk (fields ``(K, batch_size, ...)``, see ``HERDataset``).
+
+        The losses are summed on the device and logged once per epoch (a per-step ``self.log`` costs more than
+        the update); a chunk whose losses are not finite stops the run before anything is evaluated, logged or
+        checkpointed (``health.stop_if_not_finite``).
+        """
         actor_opt, critic_opt = self.optimizers()
         stats = self._update_stats
         for i in range(chunk.reward.shape[0]):
             batch = HERBatch(*(field[i] for field in chunk))
             step_stats = self.update(batch, actor_opt, critic_opt, self.manual_backward)
-            # Summed on the device and logged once per epoch: a per-step self.log costs more than the update.
             stats = step_stats if stats is None else stats + step_stats
         self._update_stats = stats
         self._updates_in_epoch += chunk.reward.shape[0]
         self._last_batch = batch
+        health.stop_if_not_finite(
+            {"critic": float(stats.critic_loss), "actor": float(stats.actor_loss)},
+            {"critic": [*self.critics, *self.critic_targets], "actor": [self.actor, self.actor_target]},
+            {"critic": self.hparams.critic_lr, "actor": self.hparams.actor_lr},
+            (self.updates - self._updates_in_epoch + 1, self.updates),
+        )
 
     def update(
         self,
@@ -244,7 +261,7 @@ class HERDDPG(pl.LightningModule):
         actor_opt: torch.optim.Optimizer,
         critic_opt: torch.optim.Optimizer,
         backward: Callable[[torch.Tensor], None] = torch.Tensor.backward,
-    ) -> torch.Tensor:  # (4,): critic loss, actor loss, mean Q, 1.0 if the actor was updated
+    ) -> UpdateStats:
         """One gradient step of the critics and, every ``policy_delay`` steps, of the actor and the targets.
 
         ``backward`` is Lightning's ``manual_backward`` in training; the default plain
@@ -262,7 +279,8 @@ class HERDDPG(pl.LightningModule):
         critic_opt.step()
         self.updates += 1
         if self.updates % hp.policy_delay != 0:
-            return torch.stack([loss_c.detach(), torch.zeros_like(loss_c), q.detach().mean(), torch.zeros_like(loss_c)])
+            zero = torch.zeros_like(loss_c)
+            return UpdateStats(loss_c.detach(), zero, q.detach().mean(), zero)
 
         # The critic is frozen for the actor's step: the actor loss must not leave gradients in it.
         self.critic.requires_grad_(False)
@@ -275,12 +293,12 @@ class HERDDPG(pl.LightningModule):
         polyak_update(self.actor_target, self.actor, hp.tau)
         for target_net, critic in zip(self.critic_targets, self.critics, strict=True):
             polyak_update(target_net, critic, hp.tau)
-        return torch.stack([loss_c.detach(), loss_a.detach(), q.detach().mean(), torch.ones_like(loss_c)])
+        return UpdateStats(loss_c.detach(), loss_a.detach(), q.detach().mean(), torch.ones_like(loss_c))
 
     def _noise_stream(self, like: torch.Tensor) -> torch.Generator:
         """The target smoothing noise stream, made on first use on the training device (restored on resume)."""
         if self._generator is None:
-            self._generator = make_generator(self._seed, "target_noise", like.device)
+            self._generator = make_generator(run_seed(), "target_noise", like.device)
             if self._generator_state is not None:
                 self._generator.set_state(self._generator_state)
         return self._generator
@@ -291,17 +309,11 @@ class HERDDPG(pl.LightningModule):
     def on_train_epoch_end(self) -> None:
         if self._update_stats is None:
             return
-        critic_sum, actor_sum, q_sum, actor_steps = self._update_stats.tolist()
-        health.stop_if_not_finite(  # before anything is logged or checkpointed
-            {"critic": critic_sum, "actor": actor_sum},
-            {"critic": [*self.critics, *self.critic_targets], "actor": [self.actor, self.actor_target]},
-            {"critic": self.hparams.critic_lr, "actor": self.hparams.actor_lr},
-            (self.updates - self._updates_in_epoch + 1, self.updates),
-        )
+        sums = UpdateStats(*torch.stack(list(self._update_stats)).tolist())
         means = {
-            "loss/critic": critic_sum / self._updates_in_epoch,
-            "loss/actor": actor_sum / max(actor_steps, 1.0),
-            "train/q_mean": q_sum / self._updates_in_epoch,
+            "loss/critic": sums.critic_loss / self._updates_in_epoch,
+            "loss/actor": sums.actor_loss / max(sums.actor_steps, 1.0),
+            "train/q_mean": sums.q_mean / self._updates_in_epoch,
         }
         means["perf/updates_per_s"] = self._updates_in_epoch / (time.perf_counter() - self._epoch_start)
         warning = self._value_watch.check(means["train/q_mean"], self.updates, self.hparams.critic_lr)
@@ -325,70 +337,14 @@ class HERDDPG(pl.LightningModule):
         if isinstance(strategy, DDPStrategy) and not getattr(strategy, "_ddp_kwargs", {}).get("find_unused_parameters"):
             # Each of the two backward passes leaves the other network without gradients; plain DDP waits for them.
             raise ValueError(f"trainer.strategy: DDP without find_unused_parameters {PLAIN_DDP_ADVICE}")
-        self._fit_start = time.perf_counter()
-        self._seed = getattr(self.trainer.datamodule, "seed", None) or 0
-        if self.trainer.ckpt_path is None:  # a resumed run keeps the HParams entry of its start
-            monitor.log_run_start(self.trainer, self._run_hparams())
-
-    def _run_hparams(self) -> dict[str, Any]:
-        """The settings shown in TensorBoard's HParams tab."""
-        # TensorBoard takes numbers, strings and booleans only: lists, tuples and None are shown as text.
-        params: dict[str, Any] = {
-            f"model/{key}": value if isinstance(value, int | float | str | bool) else str(value)
-            for key, value in self.hparams.items()
-        }
-        params["model/hidden"] = str(list(self.hparams.hidden))
-        datamodule = self.trainer.datamodule
-        if datamodule is not None and hasattr(datamodule, "describe"):
-            params.update({f"data/{key}": value for key, value in datamodule.describe().items()})
-        for callback in self.trainer.callbacks:
-            if hasattr(callback, "describe"):
-                params.update({f"collector/{key}": value for key, value in callback.describe().items()})
-        return params
-
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        """A deterministic (noise-free) evaluation of ``policy`` on the datamodule's fixed evaluation goals."""
-        datamodule = self.trainer.datamodule
-        episodes = datamodule.evaluate(self.policy)
-        # Counted in Python floats: 95 of 100 must read as 0.95, not float32's 0.9499.
-        success_rate = int(episodes.success.sum()) / episodes.success.numel()
-        episode_return = float(episodes.episode_return.mean())
-        metrics = {
-            "eval/success_rate": success_rate,
-            "eval/episode_return": episode_return,
-            "eval/episode_length": float(episodes.length.float().mean()),
-        }
-        self.log_dict(metrics, prog_bar=True, logger=False, batch_size=1)
-        if self.logger is not None:
-            self.logger.log_metrics(metrics, step=self.env_steps)
-        env = datamodule.evaluation_env()
-        if hasattr(env, "plot_episodes"):
-            monitor.log_figure(self.trainer, "eval/trajectories", env.plot_episodes(episodes), self.env_steps)
-        progress = (
-            f"{self.env_steps:,} env steps, {self.episodes:,} episodes, {self.updates:,} updates, "
-            f"{time.perf_counter() - self._fit_start:.0f} s"
-        )
-        result = f"success rate {success_rate:.2f}, mean return {episode_return:.2f}"
-        rank_zero_info(f"eval ({episodes.success.numel()} episodes) after {progress}: {result}")
-        if not self._solved and success_rate >= self.hparams.solved_success_rate:
-            self._solved = True
-            rank_zero_info(f"solved: {result} after {progress}")
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["counters"] = {
-            "env_steps": self.env_steps,
-            "episodes": self.episodes,
-            "updates": self.updates,
-            "solved": int(self._solved),
-        }
+        checkpoint["counters"] = {"updates": self.updates}
         if self._generator is not None:
             checkpoint["target_noise_generator"] = self._generator.get_state()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        counters = checkpoint.get("counters", {})
-        self.env_steps = counters.get("env_steps", 0)
-        self.episodes = counters.get("episodes", 0)
-        self.updates = counters.get("updates", 0)
-        self._solved = bool(counters.get("solved", 0))
+        checkpoint_format.upgrade(checkpoint)  # the first hook that sees it: the datamodule and callbacks read it next
+        self.updates = checkpoint.get("counters", {}).get("updates", 0)
         self._generator_state = checkpoint.get("target_noise_generator")
         self._generator = None

@@ -1,4 +1,4 @@
-"""What goes to TensorBoard beyond scalars: histograms, figures, the HParams tab and a success-rate chart.
+"""What goes to TensorBoard beyond scalars: histograms, figures, videos, the HParams tab and a success-rate chart.
 
 Scalars go through ``logger.log_metrics`` with an explicit step (environment steps for episode metrics,
 gradient updates for losses). Everything here needs a ``TensorBoardLogger`` and is skipped for other loggers.
@@ -42,6 +42,47 @@ def log_figure(trainer: pl.Trainer, tag: str, figure: Any, step: int) -> None:
         import matplotlib.pyplot as plt
 
         plt.close(figure)
+
+
+VIDEO_SIZE = 160  # pixels along the longer side: a 50-frame episode is then a GIF of a few hundred KB
+VIDEO_FPS = 12
+
+
+def log_video(trainer: pl.Trainer, tag: str, frames: torch.Tensor, step: int) -> None:
+    """An episode's frames ``(T, H, W, 3)`` uint8 as an animated GIF in TensorBoard's Images tab.
+
+    Written as an image summary of GIF bytes (what TensorBoard shows as an animation), which needs only Pillow
+    (a matplotlib dependency), not the moviepy that ``SummaryWriter.add_video`` asks for.
+    """
+    writer = tensorboard(trainer)
+    if writer is None:
+        return
+    import io
+
+    from PIL import Image
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    stride = max(1, -(-max(frames.shape[1:3]) // VIDEO_SIZE))  # ceil: the longer side ends at most VIDEO_SIZE
+    frames = frames[:, ::stride, ::stride].cpu().numpy()
+    images = [Image.fromarray(frame) for frame in frames]
+    buffer = io.BytesIO()
+    images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:], duration=1000 // VIDEO_FPS, loop=0)
+    height, width = frames.shape[1:3]
+    image = Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=buffer.getvalue())
+    writer._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
+
+
+def flat_settings(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested settings as ``section/key`` entries: numbers, strings and booleans as they are, anything else as text
+    (TensorBoard's HParams tab takes no lists or ``None``). ``data.env.kwargs`` stays one entry."""
+    flat: dict[str, Any] = {}
+    for key, value in settings.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value and name != "data/env/kwargs":
+            flat.update(flat_settings(value, f"{name}/"))
+        else:
+            flat[name] = value if isinstance(value, int | float | str | bool) else str(value)
+    return flat
 
 
 def log_run_start(trainer: pl.Trainer, hparams: dict[str, Any]) -> None:

@@ -23,36 +23,32 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from typing_extensions import override
 
+from her_lightning import monitor
+
 LOCK_FILE = "fit.lock"
 EVENT_FILE_MARK = "tfevents"  # TensorBoard reads every file whose name holds it
 # Settings a resume takes from the command line and config although they differ from the checkpoint's run.
 HONOURED = (
-    "trainer options (max_epochs, check_val_every_n_epoch, logger, progress bar, ...), torch_threads, data.save_buffer"
+    "trainer options (max_epochs, check_val_every_n_epoch, logger, progress bar, ...), evaluation, torch_threads, "
+    "data.save_buffer"
 )
 # Settings whose change a resume refuses: each changes the model, the data or the task.
 COMPARED = ("seed_everything", "model", "data", "collector")
 NOT_COMPARED = {"data.save_buffer"}
 LINKED_FROM_DATA = {"model.obs_dim", "model.goal_dim", "model.action_dim", "model.reward_range"}  # follow data.env
-# What an evaluation of a checkpoint depends on: the networks' shapes, the evaluated actor, and the task.
-EVALUATED = frozenset({
-    "model.hidden", "model.normalize_inputs", "model.norm_clip", "model.twin_critics", "model.average_policy",
-    "data.env.id", "data.env.kwargs",
-})
 
 
-def settings_differences(
-    saved: Mapping[str, Any], wanted: Mapping[str, Any], only: frozenset[str] | None = None
-) -> list[str]:
+def settings_differences(saved: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
     """``key (saved value in the checkpoint, wanted value here)`` for every setting that differs.
 
-    Settings are compared leaf by leaf (``data.env.kwargs`` as one), in ``wanted``'s order; with ``only``,
-    just those keys. A key that only one side has is not compared: an option added after the checkpoint was
-    written has no recorded value, and an option the run no longer has cannot be set.
+    Settings are compared leaf by leaf (``data.env.kwargs`` as one), in ``wanted``'s order. A key that only one
+    side has is not compared: an option added after the checkpoint was written has no recorded value, and an
+    option the run no longer has cannot be set.
     """
-    return _differences("", plain_values(saved), plain_values(wanted), only)
+    return _differences("", plain_values(saved), plain_values(wanted))
 
 
-def _differences(key: str, saved: Any, wanted: Any, only: frozenset[str] | None) -> list[str]:
+def _differences(key: str, saved: Any, wanted: Any) -> list[str]:
     if key in NOT_COMPARED or key in LINKED_FROM_DATA or key.rpartition(".")[2].startswith("_"):
         return []
     if isinstance(saved, dict) and isinstance(wanted, dict) and key != "data.env.kwargs":
@@ -60,9 +56,9 @@ def _differences(key: str, saved: Any, wanted: Any, only: frozenset[str] | None)
             difference
             for name in wanted
             if name in saved
-            for difference in _differences(f"{key}.{name}".lstrip("."), saved[name], wanted[name], only)
+            for difference in _differences(f"{key}.{name}".lstrip("."), saved[name], wanted[name])
         ]
-    if saved == wanted or (only is not None and key not in only):
+    if saved == wanted:
         return []
     return [f"{key} ({saved!r} in the checkpoint, {wanted!r} here)"]
 
@@ -112,7 +108,8 @@ class RunFolderBusy(RuntimeError):
 
 
 class RunRecord(Callback):
-    """Writes into every checkpoint the run's settings and the sizes of its TensorBoard event files.
+    """Writes into every checkpoint the run's settings and the sizes of its TensorBoard event files; shows the
+    settings in TensorBoard's HParams tab when a run starts (a resumed run keeps the entry of its start).
 
     Args:
         settings: The run's ``seed_everything``, ``model``, ``data`` and ``collector`` settings, as plain values.
@@ -120,6 +117,11 @@ class RunRecord(Callback):
 
     def __init__(self, settings: dict[str, Any]) -> None:
         self.settings = settings
+
+    @override
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.ckpt_path is None:
+            monitor.log_run_start(trainer, monitor.flat_settings(self.settings))
 
     @override
     def on_save_checkpoint(

@@ -8,6 +8,7 @@ independently of the global RNG that Lightning re-seeds on resume.
 
 from __future__ import annotations
 
+import os
 import zlib
 
 import torch
@@ -32,3 +33,8 @@ def make_generator(seed: int, stream: str, device: torch.device | str = "cpu") -
         A seeded generator; the same ``(seed, stream)`` always gives the same numbers.
     """
     return torch.Generator(device=device).manual_seed(derive_seed(seed, stream))
+
+
+def run_seed() -> int:
+    """The run's seed: what ``lightning.seed_everything`` set (the CLI's ``seed_everything``), 0 where it was not called."""
+    return int(os.environ.get("PL_GLOBAL_SEED", 0))

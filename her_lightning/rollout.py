@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -34,15 +35,20 @@ class Episodes(NamedTuple):
     @property
     def valid(self) -> torch.Tensor:  # (N, T) bool
         """Which transitions (and actions) belong to their episode; state ``t + 1`` is valid where transition ``t`` is."""
-        return torch.arange(self.action.shape[1], device=self.length.device) < self.length.unsqueeze(1)
+        return within(self.length, self.action.shape[1])
 
     @property
     def valid_states(self) -> torch.Tensor:  # (N, T + 1) bool
-        return torch.arange(self.observation.shape[1], device=self.length.device) <= self.length.unsqueeze(1)
+        return within(self.length + 1, self.observation.shape[1])
 
     @property
     def episode_return(self) -> torch.Tensor:  # (N,)
         return self.reward.sum(dim=1)
+
+
+def within(length: torch.Tensor, steps: int) -> torch.Tensor:
+    """``(N, steps)`` bool: which of ``steps`` positions fall within each of ``N`` episodes of ``length`` positions."""
+    return torch.arange(steps, device=length.device) < length.unsqueeze(1)
 
 
 def exploring(
@@ -128,7 +134,7 @@ def rollout(env: GoalEnv, policy: Policy) -> Episodes:
     last = torch.where(end.any(dim=1), end.to(torch.uint8).argmax(dim=1), played - 1).unsqueeze(1)
     length = last.squeeze(1) + 1
     terminated = torch.stack(terminals, dim=1).gather(1, last).squeeze(1)
-    valid = torch.arange(steps, device=device) < length.unsqueeze(1)  # (N, T)
+    valid = within(length, steps)  # (N, T)
     step_success = _padded(successes, steps) & valid
     return Episodes(
         observation=_padded(observations, steps + 1),
@@ -142,6 +148,32 @@ def rollout(env: GoalEnv, policy: Policy) -> Episodes:
         step_success=step_success,
         goal_moved=goal_moved,
     )
+
+
+@torch.no_grad()
+def film(env: GoalEnv, policy: Policy) -> torch.Tensor | None:
+    """The frames of one episode of ``policy`` in the env's first copy, ``(T + 1, H, W, 3)`` uint8.
+
+    ``env`` must have a ``render()`` that returns the first copy's frame (see ``GymnasiumGoalEnv.render``);
+    ``None`` where it returns none.
+    """
+    obs = env.reset()
+    frames = [env.render()]
+    for _ in range(env.max_episode_steps):
+        result = env.step(policy(obs.observation, obs.desired_goal))
+        obs = result.obs
+        frames.append(env.render())
+        if bool(result.terminated[0] | result.truncated[0]):
+            break
+    if any(frame is None for frame in frames):
+        return None
+    return torch.stack([torch.as_tensor(frame) for frame in frames])
+
+
+def play(env: GoalEnv, policy: Policy, num_episodes: int) -> Episodes:
+    """The first ``num_episodes`` episodes of as many ``rollout`` rounds of ``env`` as they take, as one batch."""
+    rounds = [rollout(env, policy) for _ in range(math.ceil(num_episodes / env.num_envs))]
+    return Episodes(*(torch.cat(values)[:num_episodes] for values in zip(*rounds, strict=True)))
 
 
 def _padded(parts: list[torch.Tensor], time: int) -> torch.Tensor:

@@ -45,7 +45,7 @@ def exact_match(achieved_goal: torch.Tensor, desired_goal: torch.Tensor) -> torc
 
 
 def quiet_trainer(max_epochs: int, callbacks: list[pl.Callback], root: Path) -> pl.Trainer:
-    """A CPU trainer that writes nothing (no logger, checkpoints, progress bar or summary) and skips the sanity check."""
+    """A CPU trainer that writes nothing (no logger, checkpoints, progress bar or summary)."""
     return pl.Trainer(
         max_epochs=max_epochs,
         accelerator="cpu",
@@ -53,7 +53,6 @@ def quiet_trainer(max_epochs: int, callbacks: list[pl.Callback], root: Path) -> 
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        num_sanity_val_steps=0,
         callbacks=callbacks,
         default_root_dir=root,
     )

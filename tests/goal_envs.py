@@ -155,3 +155,43 @@ gym.register("FallingReach-v0", entry_point=FallingReach, max_episode_steps=20)
 gym.register("DenseReach-v0", entry_point=DenseReach, max_episode_steps=20)
 gym.register("MovingGoalReach-v0", entry_point=MovingGoalReach, max_episode_steps=20)
 gym.register("PenalizedReach-v0", entry_point=PenalizedReach, max_episode_steps=20)
+
+
+class PaintedReach(ToyReach):
+    """``ToyReach`` that renders ``rgb_array`` frames: a 24x32 black image with the point's cell lit, and the
+    episode's step count lit in the top row (so that no two frames of an episode are the same)."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+
+    def __init__(self, render_mode: str | None = None) -> None:
+        super().__init__()
+        self.render_mode = render_mode
+        self.steps = 0
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
+        self.steps = 0
+        return super().reset(seed=seed, options=options)
+
+    def step(self, action: np.ndarray) -> tuple[dict, float, bool, bool, dict]:
+        self.steps += 1
+        return super().step(action)
+
+    def render(self) -> np.ndarray | None:
+        if self.render_mode != "rgb_array":
+            return None
+        frame = np.zeros((24, 32, 3), dtype=np.uint8)
+        row, column = (np.clip(self.position, -1, 1) * [11, 15] + [12, 16]).astype(int)
+        frame[row, column] = 255
+        frame[0, self.steps % 32, 0] = 255
+        return frame
+
+
+class BrokenRenderReach(PaintedReach):
+    """``PaintedReach`` on a machine without a renderer: drawing a frame fails."""
+
+    def render(self) -> np.ndarray | None:
+        raise RuntimeError("an OpenGL platform library has not been loaded")
+
+
+gym.register("PaintedReach-v0", entry_point=PaintedReach, max_episode_steps=20)
+gym.register("BrokenRenderReach-v0", entry_point=BrokenRenderReach, max_episode_steps=20)

@@ -13,8 +13,9 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from her_lightning.checkpoint import AtomicCheckpointIO, CheckpointError, verify_checkpoint
+from her_lightning.checkpoint import AtomicCheckpointIO, CheckpointError, trained, upgrade, verify_checkpoint
 from her_lightning.cli import main
+from her_lightning.evaluation import evaluate_checkpoint
 
 ROOT = Path(__file__).parents[1]
 CONFIG = str(ROOT / "configs" / "point2d.yaml")
@@ -84,11 +85,12 @@ def test_stop_and_resume_equals_an_uninterrupted_run(tmp_path: Path, variant: st
 
     straight = torch.load(last_checkpoint(tmp_path / "straight"), weights_only=True)
     resumed = torch.load(last_checkpoint(tmp_path / "resumed"), weights_only=True)
-    assert straight["counters"]["updates"] == 6 * 16 and straight["counters"]["episodes"] == 20 + 6 * 2
+    assert trained(straight)["updates"] == 6 * 16 and trained(straight)["episodes"] == 20 + 6 * 2
     for key in ("state_dict", "optimizer_states", "counters", "HERDataModule", "epoch", "global_step"):
         assert_same(straight[key], resumed[key], key)
-    collector = [k for k in straight["callbacks"] if k.startswith("EpisodeCollector")]
-    assert_same(straight["callbacks"][collector[0]], resumed["callbacks"][collector[0]], "collector")
+    for name in ("EpisodeCollector", "Evaluator"):
+        (state_key,) = [k for k in straight["callbacks"] if k.startswith(name)]
+        assert_same(straight["callbacks"][state_key], resumed["callbacks"][state_key], name)
     # One run folder, and the same curves: no gap, no restart at zero.
     assert len(list((tmp_path / "resumed" / "point2d").iterdir())) == 1
     straight_curves, resumed_curves = scalars(tmp_path / "straight"), scalars(tmp_path / "resumed")
@@ -100,15 +102,49 @@ def test_stop_and_resume_equals_an_uninterrupted_run(tmp_path: Path, variant: st
             assert curve == resumed_curves[tag], tag
 
 
+def as_older_layout(checkpoint: dict) -> dict:
+    """A checkpoint as runs wrote it before each counter moved to its owner: every counter and the solved flag in
+    ``counters``, and the data settings inside the datamodule's task record."""
+    data = checkpoint["HERDataModule"]
+    evaluator = checkpoint["callbacks"].pop("Evaluator")
+    checkpoint["counters"] = {**data.pop("counters"), **checkpoint["counters"], "solved": int(evaluator["solved"])}
+    task = data["task"]
+    config = {"env": task.pop("env"), "seed": task.pop("seed"), "batch_size": 64, "her_ratio": 0.8}
+    data["task"] = {**task, "config": config}
+    return checkpoint
+
+
+def test_a_checkpoint_of_the_older_layout_resumes_exactly_and_is_tested(tmp_path: Path) -> None:
+    fit(tmp_path / "straight", 4)
+    fit(tmp_path / "older", 2)
+    path = last_checkpoint(tmp_path / "older")
+    current = torch.load(path, weights_only=True)
+    torch.save(as_older_layout(torch.load(path, weights_only=True)), path)
+    upgraded = upgrade(torch.load(path, weights_only=True))
+    for key in ("counters", "HERDataModule"):
+        assert_same(upgraded[key], current[key], key)
+    assert upgraded["callbacks"]["Evaluator"]["solved"] == current["callbacks"]["Evaluator"]["solved"]
+    assert evaluate_checkpoint(path, episodes=5)["trained"] == trained(current)
+
+    fit(tmp_path / "older", 4, "--ckpt_path", "last")
+    straight = torch.load(last_checkpoint(tmp_path / "straight"), weights_only=True)
+    resumed = torch.load(last_checkpoint(tmp_path / "older"), weights_only=True)
+    assert trained(resumed) == trained(straight)
+    for key in ("state_dict", "optimizer_states", "HERDataModule"):
+        assert_same(straight[key], resumed[key], key)
+
+
 def test_checkpoint_holds_everything_and_loads_weights_only(tmp_path: Path) -> None:
     fit(tmp_path, 2)
     checkpoint = torch.load(last_checkpoint(tmp_path), weights_only=True)
-    assert set(checkpoint["counters"]) == {"env_steps", "episodes", "updates", "solved"}
+    assert set(checkpoint["counters"]) == {"updates"}  # the learner's; the experience counters are the data's
+    assert set(checkpoint["HERDataModule"]["counters"]) == {"env_steps", "episodes"}
+    assert set(checkpoint["callbacks"]["Evaluator"]) == {"solved", "evaluations"}
     assert {"actor.net.0.weight", "actor_target.net.0.weight", "critic_target.net.4.bias"} <= set(checkpoint["state_dict"])
     assert len(checkpoint["optimizer_states"]) == 2
     data = checkpoint["HERDataModule"]
     assert data["buffer"]["episode_length"].numel() == 20 + 2 * 2
-    assert data["buffer"]["observation"].shape[0] == checkpoint["counters"]["env_steps"] + 24
+    assert data["buffer"]["observation"].shape[0] == data["counters"]["env_steps"] + 24
     assert isinstance(data["env"]["generator"], torch.Tensor) and isinstance(data["sampler_generator"], torch.Tensor)
 
 
@@ -119,7 +155,7 @@ def test_without_the_buffer_a_resume_refills_it(tmp_path: Path, capsys: pytest.C
     with pytest.warns(UserWarning, match="holds no episode buffer"):
         fit(tmp_path, 3, "--data.save_buffer", "false", "--ckpt_path", "last")
     resumed = torch.load(last_checkpoint(tmp_path), weights_only=True)
-    assert resumed["counters"]["episodes"] == checkpoint["counters"]["episodes"] + 20 + 2  # warm-up again, then 1 epoch
+    assert trained(resumed)["episodes"] == trained(checkpoint)["episodes"] + 20 + 2  # warm-up again, then 1 epoch
 
 
 def test_resume_last_without_a_run_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -193,7 +229,7 @@ def test_sigkill_mid_epoch_then_resume_completes_the_run(tmp_path: Path) -> None
     done = killed["counters"]["updates"] // batches
     assert 2 <= done < epochs
     assert killed["counters"]["updates"] == done * batches  # saved at an epoch end
-    assert killed["counters"]["episodes"] == 20 + done * 2
+    assert trained(killed)["episodes"] == 20 + done * 2
 
     resumed = subprocess.run(args + ["--ckpt_path", "last"], cwd=ROOT, env=env, capture_output=True, text=True,
                              timeout=300)
@@ -205,5 +241,5 @@ def test_sigkill_mid_epoch_then_resume_completes_the_run(tmp_path: Path) -> None
     assert f"{(done + 1) * batches:,} updates" in evals[0]  # counters continue from the checkpoint
     final = torch.load(checkpoint, weights_only=True)
     assert final["counters"]["updates"] == epochs * batches
-    assert final["counters"]["episodes"] == 20 + epochs * 2
+    assert trained(final)["episodes"] == 20 + epochs * 2
     assert sorted(p.name for p in (tmp_path / "point2d").iterdir()) == ["version_0"]

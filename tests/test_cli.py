@@ -130,14 +130,15 @@ def test_fit_from_the_shipped_config_logs_every_documented_key(tmp_path: Path) -
     env_steps = [event.step for event in events.Scalars("train/episode_return")]
     assert env_steps == sorted(env_steps) and env_steps[0] >= 20 and env_steps[-1] <= 20 * 50 + 4 * 50
     checkpoint = torch.load(next(run_dir.glob("checkpoints/last.ckpt")), weights_only=True)
-    assert env_steps[-1] == checkpoint["counters"]["env_steps"]
+    assert env_steps[-1] == checkpoint["HERDataModule"]["counters"]["env_steps"]
     assert [event.step for event in events.Scalars("eval/success_rate")][-1] == env_steps[-1]
     for tag in SCALARS_BY_UPDATES:
         assert [event.step for event in events.Scalars(tag)] == [20, 40, 60, 80], tag
     assert len(events.Scalars("eval/success_rate")) == 2
     # Pictures and distributions.
+    # The trajectory figure of the first of every evaluation.figure_every (10) evaluations.
     assert [image.step for image in events.Images("eval/trajectories")] == [
-        e.step for e in events.Scalars("eval/success_rate")
+        events.Scalars("eval/success_rate")[0].step
     ]
     assert events.Images("eval/trajectories")[0].width >= 300
     assert set(tags["histograms"]) == {"train/actions", "train/q_values"}
@@ -145,6 +146,10 @@ def test_fit_from_the_shipped_config_logs_every_documented_key(tmp_path: Path) -
     plugins = {key: meta.plugin_data.plugin_name for key, meta in events.summary_metadata.items()}
     assert plugins.get("_hparams_/experiment") == "hparams"
     assert b"eval/success_rate" in events.summary_metadata["_hparams_/experiment"].plugin_data.content
+    # Every setting of the run, by section: the config's, as a resume compares them.
+    settings = events.summary_metadata["_hparams_/session_start_info"].plugin_data.content
+    for key in (b"seed_everything", b"model/hidden", b"data/env/id", b"data/her_ratio", b"collector/noise_std"):
+        assert key in settings, key
     assert plugins.get("custom_scalars__config__") == "custom_scalars"
 
 
@@ -171,5 +176,5 @@ def test_help_lists_every_subcommand_export_included(capsys: pytest.CaptureFixtu
         main(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    assert "her-lightning export CHECKPOINT" in out and "{fit,validate}" in out
-    assert "test" not in out.split() and "predict" not in out
+    assert "her-lightning export CHECKPOINT" in out and "{fit}" in out and "her-lightning test CHECKPOINT" in out
+    assert "validate" not in out and "predict" not in out

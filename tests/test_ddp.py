@@ -11,6 +11,8 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from her_lightning.checkpoint import trained
+
 import test_checkpoint
 from test_checkpoint import assert_same
 
@@ -51,9 +53,9 @@ def test_ranks_collect_their_own_episodes_and_hold_the_same_weights(straight_run
     assert not torch.equal(first["desired_goal"], second["desired_goal"])
     assert not torch.equal(ranks[0]["sampler_generator"], ranks[1]["sampler_generator"])
     # Counters count both ranks: 2 x (20 warm-up + 6 epochs x 2 episodes).
-    assert checkpoint["counters"]["episodes"] == 2 * (20 + 6 * 2)
-    assert checkpoint["counters"]["env_steps"] == sum(int(b["episode_length"].sum()) for b in (first, second))
-    assert checkpoint["counters"]["updates"] == 6 * 16  # every rank takes part in each (averaged) update
+    assert trained(checkpoint)["episodes"] == 2 * (20 + 6 * 2)
+    assert trained(checkpoint)["env_steps"] == sum(int(b["episode_length"].sum()) for b in (first, second))
+    assert trained(checkpoint)["updates"] == 6 * 16  # every rank takes part in each (averaged) update
     weights = [torch.load(straight_run / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     assert_same(weights[0], weights[1], "rank 0 vs rank 1 weights")  # targets and normalizers included
     assert_same(weights[0], checkpoint["state_dict"], "rank 0 vs checkpoint")
@@ -66,7 +68,7 @@ def test_metrics_count_both_ranks_and_are_logged_once(straight_run: Path) -> Non
     events.Reload()
     stored = events.Scalars("buffer/transitions")
     checkpoint = checkpoint_of(straight_run)
-    assert stored[-1].step == stored[-1].value == checkpoint["counters"]["env_steps"]  # both buffers, never wrapped
+    assert stored[-1].step == stored[-1].value == trained(checkpoint)["env_steps"]  # both buffers, never wrapped
     lengths = events.Scalars("train/episode_length")
     assert len(lengths) == 1 + 6 and len({e.step for e in lengths}) == len(lengths)  # warm-up + each epoch, once
 

@@ -25,12 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-import numpy as np
 import pytest
 import torch
 
 from conftest import quiet_trainer
-from her_lightning import HERDDPG, EnvConfig, EpisodeCollector, HERDataModule
+from her_lightning import HERDDPG, EnvConfig, EpisodeCollector, Evaluator, HERDataModule
 from her_lightning.conventions import check_episodes
 from her_lightning.envs import make_env
 from her_lightning.rollout import Episodes, rollout, uniform_policy
@@ -136,11 +135,11 @@ def build_and_train(tmp_path: Path, env_id: str, kwargs: dict[str, Any]) -> None
     collector = EpisodeCollector(
         warmup_episodes=WARMUP_EPISODES, warmup_policy="random", episodes_per_epoch=EPISODES_PER_EPOCH
     )
-    trainer = quiet_trainer(EPOCHS, [collector], tmp_path)
+    trainer = quiet_trainer(EPOCHS, [collector, Evaluator()], tmp_path)
     trainer.fit(model, data)
     assert model.updates == EPOCHS * BATCHES_PER_EPOCH
-    assert model.episodes == WARMUP_EPISODES + EPOCHS * EPISODES_PER_EPOCH
-    assert 0 < model.env_steps <= model.episodes * data.max_episode_steps
+    assert data.episodes == WARMUP_EPISODES + EPOCHS * EPISODES_PER_EPOCH
+    assert 0 < data.env_steps <= data.episodes * data.max_episode_steps
     assert 0.0 <= trainer.callback_metrics["eval/success_rate"].item() <= 1.0
 
 

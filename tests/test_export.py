@@ -54,7 +54,7 @@ def policy_files(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 def variant_of(checkpoint: Path) -> tuple[str, float]:
     """The env id and action bound of the variant that wrote ``checkpoint``, read from its own settings."""
-    env_id = torch.load(checkpoint, weights_only=True)["HERDataModule"]["task"]["config"]["env"]["id"]
+    env_id = torch.load(checkpoint, weights_only=True)["HERDataModule"]["task"]["env"]["id"]
     return next((env, bound) for env, bound, _ in VARIANTS.values() if env == env_id)
 
 

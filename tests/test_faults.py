@@ -6,6 +6,7 @@ Every run here is tiny (a few episodes, two updates an epoch); a refusal happens
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import signal
@@ -22,6 +23,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from her_lightning.checkpoint import AtomicCheckpointIO, CheckpointError, verify_checkpoint
 from her_lightning.cli import main
 from her_lightning.data import HERDataModule
+from her_lightning.envs import make_env
+from her_lightning.evaluation import evaluate_checkpoint
+from her_lightning.rng import derive_seed
 from her_lightning.resume import LOCK_FILE, RunFolderLock
 
 ROOT = Path(__file__).parents[1]
@@ -288,30 +292,56 @@ def test_a_read_only_log_dir_is_one_line(tmp_path: Path, capsys: pytest.CaptureF
 def two_rank_checkpoint(trained: Path, tmp_path: Path) -> Path:
     """The 2-epoch checkpoint with its per-rank state doubled, as 2 ranks write it (see ``gather_rank_states``)."""
     checkpoint = torch.load(run_folder(trained) / "checkpoints" / "last.ckpt", weights_only=True)
-    checkpoint["HERDataModule"] = {"ranks": [checkpoint["HERDataModule"]] * 2}
+    state = checkpoint["HERDataModule"]
+    shared = {key: state.pop(key) for key in ("counters", "task")}  # written once, beside the ranks' own states
+    checkpoint["HERDataModule"] = {"ranks": [state] * 2, **shared}
     checkpoint["callbacks"]["EpisodeCollector"] = {"ranks": [checkpoint["callbacks"]["EpisodeCollector"]] * 2}
     path = tmp_path / "two_ranks.ckpt"
     torch.save(checkpoint, path)
     return path
 
 
-def test_validate_evaluates_a_two_rank_checkpoint_on_one_process(
-    two_rank_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+def test_test_evaluates_a_two_rank_checkpoint_on_one_process(
+    two_rank_checkpoint: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    printed: list[str] = []
-    monkeypatch.setattr("her_lightning.module.rank_zero_info", printed.append)
-    main(["validate", "--config", CONFIG, *TINY, "--trainer.devices", "1", "--trainer.logger", "false",
-          "--ckpt_path", str(two_rank_checkpoint)])
-    (evaluation,) = printed
-    assert evaluation.startswith("eval (4 episodes) after") and "6 episodes, 4 updates" in evaluation
+    main(["test", str(two_rank_checkpoint), "--episodes", "7", "--num_envs", "3"])
+    (line,) = capsys.readouterr().out.splitlines()
+    summary = json.loads(two_rank_checkpoint.with_name("two_ranks.ckpt.test.json").read_text())
+    assert summary["episodes"] == 7 and summary["env_id"] == "point2d" and summary["seed"] == 0
+    assert summary["trained"] == {"env_steps": summary["trained"]["env_steps"], "episodes": 6, "updates": 4}
+    low, high = summary["success_rate_95ci"]
+    assert 0.0 <= low <= summary["success_rate"] <= high <= 1.0
+    assert f"7 episodes, seed 0: success rate {summary['success_rate']:.3f}" in line and "test.json" in line
 
 
-def test_validate_refuses_only_what_changes_the_evaluation(trained: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_test_plays_goals_of_its_own_stream(trained: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     checkpoint = run_folder(trained) / "checkpoints" / "last.ckpt"
-    error = refused(capsys, ["validate", "--config", str(ROOT / "configs" / "point2d_fast.yaml"), "--trainer.logger",
-                             "false", "--ckpt_path", str(checkpoint)])
-    assert "model.hidden ([128, 128] in the checkpoint, [64, 64] here)" in error
-    assert "actor_lr" not in error and "num_envs" not in error and "batch_size" not in error
+    seeds: list[int] = []
+    monkeypatch.setattr("her_lightning.evaluation.make_env", lambda *args, **kwargs: seeds.append(args[2]) or
+                        make_env(*args, **kwargs))
+    first = evaluate_checkpoint(checkpoint, episodes=20)
+    again = evaluate_checkpoint(checkpoint, episodes=20)
+    evaluate_checkpoint(checkpoint, episodes=20, seed=6)
+    del first["seconds"], again["seconds"]
+    assert first == again and first["seed"] == 0  # the run's seed
+    # Goals of the run's seed, from a stream that training's evaluations (and its envs) never drew from.
+    assert seeds == [derive_seed(0, "test"), derive_seed(0, "test"), derive_seed(6, "test")]
+    assert derive_seed(0, "test") not in {derive_seed(0, stream) for stream in ("eval", "env", "warmup")}
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--episodes", "0"], "episodes=0 is invalid: must be at least 1"),
+        (["--num_envs", "0"], "num_envs=0 is invalid: must be at least 1"),
+        (["--config", "x.yaml"], "unrecognized arguments: --config x.yaml"),
+    ],
+)
+def test_test_refuses_bad_options_in_one_line(
+    trained: Path, capsys: pytest.CaptureFixture[str], options: list[str], message: str
+) -> None:
+    checkpoint = run_folder(trained) / "checkpoints" / "last.ckpt"
+    assert message in refused(capsys, ["test", str(checkpoint), *options])
 
 
 def test_resuming_a_two_rank_checkpoint_with_auto_devices_is_one_line(
@@ -361,7 +391,7 @@ def test_a_checkpoint_with_non_finite_weights_never_replaces_a_good_one(tmp_path
 
 
 # 17. Only the subcommands that work.
-@pytest.mark.parametrize("subcommand", ["test", "predict"])
-def test_test_and_predict_are_not_offered(subcommand: str, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("subcommand", ["validate", "predict"])
+def test_validate_and_predict_are_not_offered(subcommand: str, capsys: pytest.CaptureFixture[str]) -> None:
     error = refused(capsys, [subcommand, "--config", CONFIG])
-    assert f"invalid choice: '{subcommand}' (choose from 'fit', 'validate')" in error
+    assert f"invalid choice: '{subcommand}' (choose from 'fit')" in error

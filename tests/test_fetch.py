@@ -8,6 +8,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from her_lightning.checkpoint import trained
 from her_lightning.cli import main
 
 pytest.importorskip("gymnasium_robotics", reason="FetchReach needs the robotics extra: pip install -e '.[robotics]'")
@@ -42,6 +43,6 @@ def test_fetch_object_config_trains_and_checkpoints(config: str, tmp_path: Path)
     ])
     (run,) = (tmp_path / config).iterdir()
     checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
-    assert checkpoint["counters"]["env_steps"] == 2 * 50 + 2 * 2 * 50  # warm-up, then 2 epochs of 2 episodes
+    assert trained(checkpoint)["env_steps"] == 2 * 50 + 2 * 2 * 50  # warm-up, then 2 epochs of 2 episodes
     assert checkpoint["counters"]["updates"] == 2 * 20
     assert checkpoint["state_dict"]["goal_normalizer.count"] > 0

@@ -9,7 +9,6 @@ import pytest
 
 from her_lightning.her import GoalStrategy
 from her_lightning.resume import (
-    EVALUATED,
     RunFolderBusy,
     RunFolderLock,
     cut_event_logs,
@@ -27,15 +26,6 @@ def test_settings_differences_name_each_leaf_and_skip_what_only_one_side_has() -
         "model.hidden ([64, 64] in the checkpoint, [128, 128] here)",
         "data.env.kwargs ({} in the checkpoint, {'threshold': 0.3} here)",
     ]  # average_policy: not recorded in the checkpoint; save_buffer: honoured; obs_dim: follows data.env
-
-
-def test_an_evaluation_compares_only_what_it_depends_on() -> None:
-    saved = {"model": {"hidden": [64, 64], "actor_lr": 3e-3}, "data": {"env": {"id": "point2d", "num_envs": 4}}}
-    wanted = {"model": {"hidden": [64, 64], "actor_lr": 1e-3}, "data": {"env": {"id": "point2d", "num_envs": 1}}}
-    assert settings_differences(saved, wanted, EVALUATED) == []
-    wanted["data"]["env"]["id"] = "FetchReach-v4"
-    assert settings_differences(saved, wanted, EVALUATED) == ["data.env.id ('point2d' in the checkpoint, "
-                                                              "'FetchReach-v4' here)"]
 
 
 def test_plain_values_are_what_a_weights_only_checkpoint_holds() -> None:

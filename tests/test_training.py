@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import quiet_trainer
-from her_lightning import HERDDPG, EnvConfig, EpisodeCollector, HERDataModule
+from her_lightning import HERDDPG, EnvConfig, EpisodeCollector, Evaluator, HERDataModule
 from her_lightning.cli import HERLightningCLI
 
 
@@ -23,7 +23,7 @@ def train(
     )
     model = HERDDPG(data.obs_dim, data.goal_dim, data.action_dim, hidden=(64, 64))
     options = {"warmup_episodes": 200, "warmup_policy": "random", "episodes_per_epoch": num_envs, **collector}
-    trainer = quiet_trainer(epochs, [EpisodeCollector(**options)], tmp_path)
+    trainer = quiet_trainer(epochs, [EpisodeCollector(**options), Evaluator()], tmp_path)
     trainer.fit(model, data)
     return model, data, trainer
 
@@ -35,8 +35,8 @@ def test_a_short_run_learns_to_reach_goals(tmp_path: Path) -> None:
     assert success >= 0.9, f"eval success rate {success:.2f} after {model.updates} updates"
     assert trainer.callback_metrics["eval/episode_return"].item() > -10
     assert model.updates == 25 * 64
-    assert model.episodes == 200 + 25 * 16
-    assert model.env_steps == data.buffer.num_transitions  # the buffer never wrapped in this run
+    assert data.episodes == 200 + 25 * 16
+    assert data.env_steps == data.buffer.num_transitions  # the buffer never wrapped in this run
 
 
 def test_two_runs_with_one_seed_are_identical(tmp_path: Path) -> None:

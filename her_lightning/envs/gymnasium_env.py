@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes.util
 import importlib
 import io
+import os
 from typing import Any
 
 import numpy as np
@@ -36,7 +38,15 @@ def import_gymnasium(env_id: str) -> Any:
 
 
 def _import_robotics() -> Any | None:
-    """Gymnasium-Robotics, or ``None`` where it is not installed."""
+    """Gymnasium-Robotics, or ``None`` where it is not installed.
+
+    Without a display, MuJoCo's default renderer (GLFW) cannot draw: where ``MUJOCO_GL`` is not set and EGL or
+    OSMesa is installed, it is set to that headless backend first (MuJoCo reads it when imported).
+    """
+    if "MUJOCO_GL" not in os.environ and not os.environ.get("DISPLAY"):
+        backend = next((name for name in ("EGL", "OSMesa") if ctypes.util.find_library(name)), None)
+        if backend is not None:
+            os.environ["MUJOCO_GL"] = backend.lower()
     try:
         # Its import prints a notice about the Adroit hand tasks' reward history; it does not concern training here.
         with contextlib.redirect_stderr(io.StringIO()):
@@ -177,6 +187,11 @@ class GymnasiumGoalEnv:
         for stream, saved in zip(streams, state["np_random"], strict=True):
             stream.bit_generator.state = saved
         self._envs.set_attr("np_random", list(streams))
+
+    def render(self) -> np.ndarray | None:
+        """The first copy's current frame, ``(H, W, 3)`` uint8, where the env was made with ``render_mode="rgb_array"``."""
+        frames = self._envs.render()
+        return None if frames is None or frames[0] is None else np.ascontiguousarray(frames[0])  # MuJoCo's are flipped views
 
     def close(self) -> None:
         self._envs.close()

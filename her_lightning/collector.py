@@ -1,4 +1,4 @@
-"""The collector: fills the episode buffer with warm-up episodes and then with fresh episodes every epoch."""
+"""The collector: has the datamodule play warm-up episodes, then fresh episodes every epoch, exploring around the actor."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from typing_extensions import override
 
 from her_lightning import monitor
 from her_lightning.data import HERDataModule
-from her_lightning.distributed import gather_rank_states, rank_stream, select_rank_state, sum_over_ranks
+from her_lightning.distributed import gather_rank_states, rank_stream, select_rank_state
 from her_lightning.module import HERDDPG
 from her_lightning.rng import make_generator
-from her_lightning.rollout import Episodes, Policy, exploring, uniform_policy
+from her_lightning.rollout import Policy, exploring, uniform_policy
 
 
 class WarmupPolicy(StrEnum):
@@ -28,16 +28,17 @@ class WarmupPolicy(StrEnum):
 
 
 class EpisodeCollector(Callback):
-    """Collects episodes with the current actor plus Gaussian noise into the datamodule's buffer.
+    """Triggers collection: the datamodule plays episodes of the module's latest actor plus exploration noise.
 
-    Before the first epoch it collects ``warmup_episodes``, ``warmup_batch`` at a
-    time (the policy does not change during warm-up, so playing them side by
-    side changes nothing but the wall time). At the start of every epoch it
-    collects ``episodes_per_epoch``, ``env.num_envs`` at a time. Both counts are
-    rounded up to a multiple of the batch. It advances the
-    module's ``env_steps`` and ``episodes`` counters and logs
-    ``train/episode_return``, ``train/episode_length`` and ``train/success_rate``
-    against environment steps.
+    Before the first epoch it has ``warmup_episodes`` played, ``warmup_batch`` at
+    a time (the policy does not change during warm-up, so playing them side by
+    side changes nothing but the wall time). At the start of every epoch it has
+    ``episodes_per_epoch`` played, ``env.num_envs`` at a time. Both counts are
+    rounded up to a multiple of the batch. The datamodule stores and counts
+    them; the module adds their states and goals to its input statistics
+    (``HERDDPG.observe``). The collector owns the exploration noise's random
+    stream, and logs ``train/episode_return``, ``train/episode_length`` and
+    ``train/success_rate`` against environment steps.
 
     Args:
         warmup_episodes: Episodes collected before training starts.
@@ -81,21 +82,15 @@ class EpisodeCollector(Callback):
         self.warmup_batch = warmup_batch
         self.random_action_prob = random_action_prob
         self.generator: torch.Generator | None = None
-        self._metrics: dict[str, MeanMetric] = {}
 
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if self.generator is not None:
-            return
-        datamodule = self._datamodule(trainer)
-        device = pl_module.device
-        self.generator = make_generator(datamodule.seed, rank_stream("noise"), device)
-        keys = ("train/episode_return", "train/episode_length", "train/success_rate")
-        self._metrics = {key: MeanMetric().to(device) for key in keys}
+        if self.generator is None:
+            self.generator = make_generator(trainer.datamodule.seed, rank_stream("noise"), pl_module.device)
 
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: HERDDPG) -> None:
-        datamodule = self._datamodule(trainer)
+        datamodule: HERDataModule = trainer.datamodule
         if datamodule.buffer.num_episodes > 0 or self.warmup_episodes == 0:
             return
         policy = pl_module.act
@@ -116,16 +111,6 @@ class EpisodeCollector(Callback):
         if state_dict:
             self.generator.set_state(select_rank_state(state_dict, "exploration noise stream")["noise_generator"])
 
-    def describe(self) -> dict[str, Any]:
-        """The collector's settings as flat values, for TensorBoard's HParams tab."""
-        return {
-            "warmup_episodes": self.warmup_episodes,
-            "warmup_policy": self.warmup_policy.value,
-            "episodes_per_epoch": self.episodes_per_epoch,
-            "noise_std": self.noise_std,
-            "random_action_prob": self.random_action_prob,
-        }
-
     def _collect(
         self,
         trainer: pl.Trainer,
@@ -135,44 +120,33 @@ class EpisodeCollector(Callback):
         num_envs: int | None = None,
         to_progress_bar: bool = False,
     ) -> None:
-        datamodule = self._datamodule(trainer)
+        datamodule: HERDataModule = trainer.datamodule
         start = time.perf_counter()
         policy = exploring(policy, self.noise_std, self.random_action_prob, self.generator)
         collection = datamodule.collect(policy, episodes, num_envs)
         pl_module.observe(collection.observations, collection.goals)
-        for batch in collection.episodes:
-            self._record(batch)
-        played = torch.cat([batch.length for batch in collection.episodes])
-        counts = torch.stack([played.sum(), torch.tensor(played.numel()), torch.tensor(datamodule.buffer.num_transitions)])
-        steps, done, stored = sum_over_ranks(counts.to(pl_module.device)).tolist()  # every rank's episodes
-        pl_module.env_steps += steps
-        pl_module.episodes += done
-        extra = {
-            "perf/env_steps_per_s": steps / (time.perf_counter() - start),
-            "buffer/transitions": float(stored),
-            "buffer/achieved_goal_spread": datamodule.buffer.achieved_goal_spread(),
+        batches, device = collection.episodes, pl_module.device
+        values = {
+            "train/episode_return": _mean([batch.episode_return for batch in batches], device),
+            "train/episode_length": _mean([batch.length.float() for batch in batches], device),
+            "train/success_rate": _mean([batch.success.float() for batch in batches], device),
         }
-        self._log(trainer, pl_module, to_progress_bar, extra)
-        actions = torch.cat([batch.action[batch.valid] for batch in collection.episodes])
-        monitor.log_histogram(trainer, "train/actions", actions, pl_module.env_steps)
-
-    def _record(self, batch: Episodes) -> None:
-        self._metrics["train/episode_return"].update(batch.episode_return)
-        self._metrics["train/episode_length"].update(batch.length.float())
-        self._metrics["train/success_rate"].update(batch.success.float())
-
-    def _log(self, trainer: pl.Trainer, pl_module: HERDDPG, to_progress_bar: bool, extra: dict[str, float]) -> None:
-        values = {key: float(metric.compute()) for key, metric in self._metrics.items()}  # synced over DDP ranks
-        for metric in self._metrics.values():
-            metric.reset()
         if to_progress_bar:  # Lightning allows self.log in epoch hooks only, not before fitting
             pl_module.log("train/episode_return", values["train/episode_return"], prog_bar=True, logger=False)
         if trainer.logger is not None:
-            trainer.logger.log_metrics({**values, **extra}, step=pl_module.env_steps)
+            values |= {
+                "perf/env_steps_per_s": collection.env_steps / (time.perf_counter() - start),
+                "buffer/transitions": float(collection.stored),
+                "buffer/achieved_goal_spread": datamodule.buffer.achieved_goal_spread(),
+            }
+            trainer.logger.log_metrics(values, step=datamodule.env_steps)
+        actions = torch.cat([batch.action[batch.valid] for batch in batches])
+        monitor.log_histogram(trainer, "train/actions", actions, datamodule.env_steps)
 
-    @staticmethod
-    def _datamodule(trainer: pl.Trainer) -> HERDataModule:
-        datamodule = trainer.datamodule
-        if not isinstance(datamodule, HERDataModule):
-            raise TypeError(f"EpisodeCollector needs a HERDataModule, got {type(datamodule).__name__}")
-        return datamodule
+
+def _mean(parts: list[torch.Tensor], device: torch.device) -> float:
+    """The mean of all values of ``parts``, over every DDP rank's (``MeanMetric`` syncs them)."""
+    metric = MeanMetric().to(device)
+    for values in parts:
+        metric.update(values)
+    return float(metric.compute())
