@@ -76,8 +76,7 @@ class Evaluator(Callback):
 
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: HERDDPG) -> None:
-        every = trainer.check_val_every_n_epoch or 1
-        if (trainer.current_epoch + 1) % every == 0 and trainer.limit_val_batches != 0:
+        if monitor.evaluation_epoch(trainer) and trainer.limit_val_batches != 0:
             self.evaluate(trainer, pl_module)
 
     def evaluate(self, trainer: pl.Trainer, pl_module: HERDDPG) -> dict[str, float]:

@@ -327,7 +327,7 @@ class HERDDPG(pl.LightningModule):
             means["train/actor_saturation"] = float((preactivation.abs() > SATURATION_PREACTIVATION).float().mean())
         if self.logger is not None:
             self.logger.log_metrics(means, step=self.updates)
-        if monitor.tensorboard(self.trainer) is not None:
+        if monitor.tensorboard(self.trainer) is not None and monitor.evaluation_epoch(self.trainer):
             with torch.no_grad():
                 q = self.critic(batch.observation, batch.goal, torch.tanh(preactivation))
             monitor.log_histogram(self.trainer, "train/q_values", q, self.updates)
