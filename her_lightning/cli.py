@@ -344,8 +344,13 @@ def export_main(args: list[str]) -> None:
     print(f"exported the policy of {options.checkpoint} to {path}")
 
 
+# Options that moved to another section: (section, key) -> where they are set now.
+MOVED_OPTIONS = {("model", "solved_success_rate"): "evaluation.solved_success_rate"}
+
+
 def _check_config_files(argv: list[str]) -> None:
-    """An empty config file is an error that names it (jsonargparse would say only ``Unexpected config:``)."""
+    """An empty config file, or one that sets an option where it used to be, is an error that names the file
+    (jsonargparse would say only ``Unexpected config:``, or name the key without saying where it went)."""
     for i, arg in enumerate(argv):
         if arg in ("--config", "-c") and i + 1 < len(argv):
             path = Path(argv[i + 1])
@@ -354,11 +359,17 @@ def _check_config_files(argv: list[str]) -> None:
         else:
             continue
         try:
-            empty = path.is_file() and yaml.safe_load(path.read_text()) is None
+            settings = yaml.safe_load(path.read_text()) if path.is_file() else {}
         except (yaml.YAMLError, OSError, UnicodeDecodeError):
             continue  # jsonargparse reports it, naming the problem
-        if empty:
+        if settings is None:
             _fail(f"config file {path} is empty: it must set options, e.g. as configs/point2d.yaml does")
+        for (section, key), now in MOVED_OPTIONS.items():
+            if isinstance(settings, dict) and key in (settings.get(section) or {}):
+                _fail(
+                    f"config file {path} sets {section}.{key}, which is now {now}: move it there (a run's "
+                    "config.yaml written before the move has it; its checkpoints resume as they are)"
+                )
 
 
 def main(args: ArgsType = None) -> None:

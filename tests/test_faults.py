@@ -390,6 +390,15 @@ def test_a_checkpoint_with_non_finite_weights_never_replaces_a_good_one(tmp_path
     assert torch.equal(io.load_checkpoint(tmp_path / "last.ckpt")["state_dict"]["w"], torch.ones(2))
 
 
+def test_a_config_that_sets_a_moved_option_says_where_it_went(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("model:\n  hidden: [64, 64]\n  solved_success_rate: 0.95\n")
+    error = refused(capsys, ["fit", "--config", str(config)])
+    assert f"config file {config} sets model.solved_success_rate, which is now evaluation.solved_success_rate" in error
+
+
 # 17. Only the subcommands that work.
 @pytest.mark.parametrize("subcommand", ["validate", "predict"])
 def test_validate_and_predict_are_not_offered(subcommand: str, capsys: pytest.CaptureFixture[str]) -> None:
