@@ -248,8 +248,9 @@ class HERDDPG(pl.LightningModule):
         self._update_stats = stats
         self._updates_in_epoch += chunk.reward.shape[0]
         self._last_batch = batch
+        critic_sum, actor_sum = torch.stack([stats.critic_loss, stats.actor_loss]).tolist()  # one sync per chunk
         health.stop_if_not_finite(
-            {"critic": float(stats.critic_loss), "actor": float(stats.actor_loss)},
+            {"critic": critic_sum, "actor": actor_sum},
             {"critic": [*self.critics, *self.critic_targets], "actor": [self.actor, self.actor_target]},
             {"critic": self.hparams.critic_lr, "actor": self.hparams.actor_lr},
             (self.updates - self._updates_in_epoch + 1, self.updates),
