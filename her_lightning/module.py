@@ -79,6 +79,8 @@ class HERDDPG(pl.LightningModule):
             exported policies); the standard for the Fetch tasks.
         norm_clip: Normalized inputs are clipped to ``[-norm_clip, norm_clip]``.
         twin_critics: TD3's two critics; the target takes the smaller of their target values.
+        critic_layer_norm: Layer normalization after each hidden layer of the critics (before the ReLU), reported
+            to steady critics trained on sparse rewards; the actor is left as it is.
         target_policy_noise: Standard deviation of TD3's smoothing noise on the target action (0: none).
         target_noise_clip: The smoothing noise is clipped to ``[-target_noise_clip, target_noise_clip]``.
         policy_delay: TD3's delayed updates: the actor and the targets are updated every
@@ -113,6 +115,7 @@ class HERDDPG(pl.LightningModule):
         normalize_inputs: bool = False,
         norm_clip: float = 5.0,
         twin_critics: bool = False,
+        critic_layer_norm: bool = False,
         target_policy_noise: float = 0.0,
         target_noise_clip: float = 0.5,
         policy_delay: int = 1,
@@ -155,8 +158,8 @@ class HERDDPG(pl.LightningModule):
         self.automatic_optimization = False
         hidden = tuple(hidden)
         self.actor = Actor(obs_dim, goal_dim, action_dim, hidden)
-        self.critic = Critic(obs_dim, goal_dim, action_dim, hidden)
-        self.critic_twin = Critic(obs_dim, goal_dim, action_dim, hidden) if twin_critics else None
+        self.critic = Critic(obs_dim, goal_dim, action_dim, hidden, critic_layer_norm)
+        self.critic_twin = Critic(obs_dim, goal_dim, action_dim, hidden, critic_layer_norm) if twin_critics else None
         self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.critic_twin_target = copy.deepcopy(self.critic_twin).requires_grad_(False) if twin_critics else None

@@ -8,11 +8,12 @@ import torch
 from torch import nn
 
 
-def mlp(in_dim: int, hidden: Sequence[int], out_dim: int) -> nn.Sequential:
-    """``in -> hidden[0] -> ReLU -> ... -> hidden[-1] -> ReLU -> out``."""
+def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, layer_norm: bool = False) -> nn.Sequential:
+    """``in -> hidden[0] -> ReLU -> ... -> hidden[-1] -> ReLU -> out``, with ``layer_norm`` a ``LayerNorm`` before
+    each ``ReLU``."""
     layers: list[nn.Module] = []
     for width in hidden:
-        layers += [nn.Linear(in_dim, width), nn.ReLU()]
+        layers += [nn.Linear(in_dim, width), *([nn.LayerNorm(width)] if layer_norm else []), nn.ReLU()]
         in_dim = width
     layers.append(nn.Linear(in_dim, out_dim))
     return nn.Sequential(*layers)
@@ -34,11 +35,18 @@ class Actor(nn.Module):
 
 
 class Critic(nn.Module):
-    """Action value ``Q(s, g, a)``, one value per row."""
+    """Action value ``Q(s, g, a)``, one value per row; ``layer_norm`` normalizes each hidden layer's features."""
 
-    def __init__(self, obs_dim: int, goal_dim: int, action_dim: int, hidden: Sequence[int] = (128, 128)) -> None:
+    def __init__(
+        self,
+        obs_dim: int,
+        goal_dim: int,
+        action_dim: int,
+        hidden: Sequence[int] = (128, 128),
+        layer_norm: bool = False,
+    ) -> None:
         super().__init__()
-        self.net = mlp(obs_dim + goal_dim + action_dim, hidden, 1)
+        self.net = mlp(obs_dim + goal_dim + action_dim, hidden, 1, layer_norm)
 
     def forward(self, observation: torch.Tensor, goal: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         return self.net(torch.cat([observation, goal, action], dim=-1)).squeeze(-1)

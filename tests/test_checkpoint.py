@@ -65,6 +65,7 @@ VARIANTS = {
     "ddpg": [],
     # Every option that keeps state of its own: input statistics, a second critic, the target noise stream.
     "td3_normalized": ["--model.normalize_inputs", "true", "--model.twin_critics", "true",
+                       "--model.critic_layer_norm", "true",
                        "--model.target_policy_noise", "0.2", "--model.policy_delay", "2",
                        "--model.action_l2", "1.0", "--model.clip_target", "true"],
     # A Gymnasium env: its copies' random streams must come back too.

@@ -166,3 +166,17 @@ def test_network_shapes_and_action_bounds() -> None:
     action = actor(obs, goal)
     assert action.shape == (5, 4) and action.abs().max() <= 1.0
     assert critic(obs, goal, action).shape == (5,)
+
+
+def test_a_layer_normalized_critic_normalizes_every_hidden_layer_and_only_with_the_option() -> None:
+    torch.manual_seed(0)
+    plain, normed = Critic(3, 2, 2, (16, 8)), Critic(3, 2, 2, (16, 8), layer_norm=True)
+    assert not any(isinstance(m, torch.nn.LayerNorm) for m in plain.modules())
+    norms = [m for m in normed.modules() if isinstance(m, torch.nn.LayerNorm)]
+    assert [m.normalized_shape for m in norms] == [(16,), (8,)]
+    # Each hidden layer's features, before the ReLU, have zero mean and unit variance per row.
+    inputs = torch.randn(5, 7) * 10
+    hidden = normed.net[:2](inputs)
+    assert torch.allclose(hidden.mean(dim=-1), torch.zeros(5), atol=1e-5)
+    assert torch.allclose(hidden.var(dim=-1, unbiased=False), torch.ones(5), atol=1e-3)
+    assert normed(torch.randn(5, 3), torch.randn(5, 2), torch.randn(5, 2)).shape == (5,)
