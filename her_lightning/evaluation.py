@@ -187,10 +187,12 @@ def evaluate_checkpoint(
         env_config["id"], min(num_envs or 100, episodes), derive_seed(base_seed, TEST_STREAM), **env_config["kwargs"]
     )
     start = time.perf_counter()
-    with torch.no_grad():
-        played = play(env, lambda observation, goal: policy(observation, goal)["action_unit"], episodes)
-    if hasattr(env, "close"):
-        env.close()
+    try:
+        with torch.no_grad():
+            played = play(env, lambda observation, goal: policy(observation, goal)["action_unit"], episodes)
+    finally:
+        if hasattr(env, "close"):  # Gymnasium copies may hold simulators or subprocesses
+            env.close()
     metrics = summarize(played)
     success = metrics["eval/success_rate"]
     low, high = wilson_interval(int(played.success.sum()), episodes)
