@@ -17,14 +17,15 @@ EVAL_EPISODES = 100
 EVAL_SEED = 12345
 
 
-def machine() -> str:
+def machine(with_threads: bool = True) -> str:
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as info:
             cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} torch threads"
+    described = f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}"
+    return f"{described}, {torch.get_num_threads()} torch threads" if with_threads else described
 
 
 def point_success_rate(policy: Policy) -> float:

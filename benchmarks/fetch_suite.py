@@ -34,6 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
+import torch
 import yaml
 from tensorboard.compat.proto.event_pb2 import Event
 from tensorboard.util.tensor_util import make_ndarray
@@ -51,6 +52,7 @@ FIELDS = ("task", "seed", "env_steps", "success", "wall_time")
 THRESHOLDS = (0.5, 0.9)
 RESUME_GAP = 3.0  # an interval this many times slower than typical spans a resume: see seconds_per_env_step
 REPORT = "fetch_suite.md"
+MACHINES = "machines.txt"  # where the suite's sittings trained: a line per distinct machine and setting
 # Options the suite sets on every fit command, or reads from the config to size the budget: not to be given after --.
 SUITE_OPTIONS = (
     "config", "seed_everything", "ckpt_path", "trainer.max_epochs", "trainer.logger",
@@ -148,6 +150,33 @@ def train(run: Run, command: list[str], out: Path) -> Outcome:
     if LOCK_FILE in last:  # the CLI refuses a run folder that another fit holds, in one line naming its lock
         return Outcome(False, f"skipped, another process is fitting it: {last}")
     return Outcome(True, f"failed (exit {code}): {last} (see {log_path})")
+
+
+def passed_value(passed: Sequence[str], option: str) -> str | None:
+    """The value the fit commands get for ``option`` from the arguments after ``--`` (the last one counts)."""
+    value = None
+    for i, arg in enumerate(passed):
+        key, equals, text = arg.partition("=")
+        if key == option:
+            value = text if equals else (passed[i + 1] if i + 1 < len(passed) else None)
+    return value
+
+
+def record_machine(out: Path, jobs: int, passed: Sequence[str]) -> None:
+    """Adds this sitting's machine, accelerator and threads per run to ``OUT/machines.txt`` if it is not there yet:
+    the report may be written on another machine, and a suite may span several."""
+    if passed_value(passed, "--trainer.accelerator") in (None, "auto", "gpu", "cuda") and torch.cuda.is_available():
+        device = f"GPU {torch.cuda.get_device_name()}"
+    else:
+        device = "no GPU"
+    threads = "1" if jobs > 1 else passed_value(passed, "--torch_threads") or "the config's"
+    threads = f"{threads} torch thread{'' if threads == '1' else 's'} per run"
+    line = f"{machine(with_threads=False)}, {device}; {jobs} run{'s' if jobs > 1 else ''} at once, {threads}"
+    path = out / MACHINES
+    known = path.read_text().splitlines() if path.exists() else []
+    if line not in known:
+        out.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join([*known, line]) + "\n")
 
 
 def check_passed_args(passed: Sequence[str]) -> None:
@@ -276,10 +305,12 @@ def report(out: Path) -> str:
         writer = csv.writer(file)
         writer.writerow(FIELDS)
         writer.writerows(row for seeds in runs.values() for rows in seeds.values() for row in rows)
+    machines = (out / MACHINES).read_text().split("\n") if (out / MACHINES).exists() else []
+    trained_on = "; ".join(line for line in machines if line) or f"{machine(with_threads=False)} (where this report ran)"
     sections = [
         f"# Evaluation success rate of every run under {out}",
         "",
-        f"Machine: {machine()}. Evaluations are read from the runs' TensorBoard logs (`{TAG}`); the wall time per "
+        f"Trained on: {trained_on}. Evaluations are read from the runs' TensorBoard logs (`{TAG}`); the wall time per "
         "100k env steps is that between consecutive evaluations (training and evaluating), leaving out intervals "
         f"across a resume (more than {RESUME_GAP:g} times slower than the run's typical interval).",
     ]
@@ -346,6 +377,8 @@ def train_suite(options: argparse.Namespace, out: Path, passed: list[str]) -> li
     check_passed_args(passed)
     epochs = {config: math.ceil(options.env_steps / epoch_env_steps(config)) for config in options.configs}
     runs = [Run(config, seed) for config in options.configs for seed in seeds]
+
+    record_machine(out, options.jobs, passed)
 
     def launch(run: Run) -> bool:
         command = fit_command(run, out, epochs[run.config], options.jobs > 1, passed)
