@@ -118,4 +118,20 @@ def test_suite_trains_resumes_skips_a_busy_run_and_reports(
     assert "## fetch_reach" in report and "![fetch_reach](fetch_reach.png)" in report
     rows = [line for line in report.splitlines() if line.startswith("| 0 |") or line.startswith("| 1 |")]
     assert len(rows) == 2 and "at 500 env steps" in rows[0] and "no evaluation yet" in rows[1]
+    # Each sitting's machine and setting, in the report whichever machine writes it.
+    sittings = (out / "machines.txt").read_text().splitlines()
+    assert len(sittings) == 2 and "1 run at once" in sittings[0] and "2 runs at once, 1 torch thread" in sittings[1]
+    assert all(("GPU" in line) for line in sittings) and f"Trained on: {sittings[0]}; {sittings[1]}." in report
     assert run_suite(out, capsys, "--report-only").strip() == report.strip()
+
+
+def test_machine_record_names_the_device_the_fits_get(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(suite.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(suite.torch.cuda, "get_device_name", lambda: "Test GPU")
+    suite.record_machine(tmp_path, 1, ["--trainer.accelerator", "cpu", "--torch_threads", "4"])
+    suite.record_machine(tmp_path, 3, ["--trainer.accelerator=gpu"])
+    suite.record_machine(tmp_path, 3, [])  # the same machine and setting: not recorded twice
+    lines = (tmp_path / "machines.txt").read_text().splitlines()
+    assert len(lines) == 2
+    assert lines[0].endswith("no GPU; 1 run at once, 4 torch threads per run")
+    assert lines[1].endswith("GPU Test GPU; 3 runs at once, 1 torch thread per run")
