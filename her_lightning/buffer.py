@@ -144,6 +144,17 @@ class EpisodeBuffer:
         rows = (first + torch.arange(0, self._num_rows, stride, device=self.device)) % self.capacity
         return float(self.achieved_goal[rows].std(dim=0).mean())
 
+    def goal_ends(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first and the last achieved goal of every stored episode, oldest first: ``(num_episodes, goal_dim)``
+        each."""
+        start, length = self.episode_span.index_select(0, self._fifo_slots()).unbind(-1)
+        return self.achieved_goal[start], self.achieved_goal[(start + length) % self.capacity]
+
+    @property
+    def cumulative_transitions(self) -> torch.Tensor:
+        """Transitions of the stored episodes counted cumulatively, oldest first: the numbering ``locate`` maps."""
+        return self._cum_transitions
+
     def locate(self, flat: torch.Tensor) -> TransitionIndex:
         """Map transition numbers in ``[0, num_transitions)`` (oldest first) to their storage."""
         position = torch.searchsorted(self._cum_transitions, flat, right=True)

@@ -105,6 +105,9 @@ class HERDataModule(pl.LightningDataModule):
         batches_per_epoch: Gradient steps per epoch (one epoch = one collection round).
         her_strategy: Where relabelled goals come from: ``future``, ``final`` or ``episode``.
         her_ratio: Probability that a sampled transition's goal is relabelled.
+        displaced_share: Share of each training batch drawn from the episodes that displaced their achieved goal
+            (their last achieved goal does not satisfy their first), the rest uniformly from all; 0 samples
+            uniformly. See ``HERSampler``.
         eval_episodes: Episodes per deterministic evaluation.
         eval_envs: Copies of the env that play them side by side, in rounds; ``None``: all at once. Fewer copies
             hold less memory (a panda-gym copy holds about 110 MB of PyBullet state).
@@ -130,6 +133,7 @@ class HERDataModule(pl.LightningDataModule):
         seed: int | None = None,
         save_buffer: bool = True,
         eval_envs: int | None = None,
+        displaced_share: float = 0.0,
     ) -> None:
         super().__init__()
         self.env_config = env if env is not None else EnvConfig()
@@ -142,7 +146,7 @@ class HERDataModule(pl.LightningDataModule):
         ]:
             if value < 1:
                 raise ValueError(f"{name}={value} is invalid: must be at least 1")
-        validate_her_options(her_strategy, her_ratio)
+        validate_her_options(her_strategy, her_ratio, displaced_share)
         probe = make_env(self.env_config.id, 1, 0, **self.env_config.kwargs)
         self.obs_dim, self.goal_dim, self.action_dim = probe.obs_dim, probe.goal_dim, probe.action_dim
         self.max_episode_steps = probe.max_episode_steps
@@ -165,6 +169,7 @@ class HERDataModule(pl.LightningDataModule):
         self.batches_per_epoch = batches_per_epoch
         self.her_strategy = GoalStrategy(her_strategy)
         self.her_ratio = her_ratio
+        self.displaced_share = displaced_share
         self.eval_episodes = eval_episodes
         self.eval_envs = min(eval_envs or eval_episodes, eval_episodes)
         self.seed = seed
@@ -200,8 +205,9 @@ class HERDataModule(pl.LightningDataModule):
                 self.her_strategy,
                 self.her_ratio,
                 make_generator(self.seed, rank_stream(stream), device),
+                displaced_share,
             )
-            for stream in ("sampler", "goal_statistics")
+            for stream, displaced_share in (("sampler", self.displaced_share), ("goal_statistics", 0.0))
         )
 
     @property

@@ -41,7 +41,8 @@ class HERBatch(NamedTuple):
 
 
 class HERSampler:
-    """Samples transitions uniformly from a buffer and relabels a fraction of their goals.
+    """Samples transitions from a buffer, uniformly or favouring the episodes that displaced their achieved goal, and
+    relabels a fraction of their goals.
 
     Rewards and terminals are recomputed for every sampled transition, relabelled
     or not, from the next achieved goal and the (new) goal, with the task's own
@@ -52,6 +53,14 @@ class HERSampler:
     terminal under every relabelled goal. Sampling reads the buffer and never
     writes to it.
 
+    An episode *displaced its achieved goal* when its last achieved goal does not
+    satisfy its first (the task's own success test). Only such episodes relabel
+    to goals other than where the achieved goal already was: where it is an
+    object the agent must first reach (a Fetch block), most early episodes never
+    touch it and teach nothing about moving it. ``displaced_share`` draws that
+    share of every batch from the displacing episodes (uniformly over their
+    transitions) and the rest uniformly from all; with none stored, all of it.
+
     Args:
         buffer: The episodes to sample from.
         compute_reward: The task's vectorized reward function.
@@ -60,9 +69,11 @@ class HERSampler:
         strategy: Where relabelled goals come from.
         her_ratio: Probability that a sampled transition's goal is relabelled.
         generator: The sampling stream.
+        displaced_share: Share of each batch drawn from the episodes that displaced their achieved goal; 0 samples
+            uniformly.
 
     Raises:
-        ValueError: If ``her_ratio`` is outside ``[0, 1]`` or ``strategy`` is unknown.
+        ValueError: If ``her_ratio`` or ``displaced_share`` is outside ``[0, 1]`` or ``strategy`` is unknown.
     """
 
     def __init__(
@@ -74,26 +85,31 @@ class HERSampler:
         strategy: GoalStrategy | str = GoalStrategy.future,
         her_ratio: float = 0.8,
         generator: torch.Generator | None = None,
+        displaced_share: float = 0.0,
     ) -> None:
-        validate_her_options(strategy, her_ratio)
+        validate_her_options(strategy, her_ratio, displaced_share)
         self.buffer = buffer
         self.compute_reward = compute_reward
         self.is_success = is_success
         self.terminate_on_success = terminate_on_success
         self.strategy = GoalStrategy(strategy)
         self.her_ratio = her_ratio
+        self.displaced_share = displaced_share
         self.generator = generator if generator is not None else torch.Generator(buffer.device)
 
     def sample(self, batch_size: int, newest: int | None = None) -> HERBatch:
-        """Draw ``batch_size`` transitions uniformly over the stored transitions and relabel them.
+        """Draw ``batch_size`` transitions (uniformly over the stored ones, or ``displaced_share`` of them from the
+        episodes that displaced their achieved goal) and relabel them.
 
-        With ``newest``, only the ``newest`` most recently stored transitions are drawn from.
+        With ``newest``, only the ``newest`` most recently stored transitions are drawn from, uniformly.
         """
         buffer, device, g = self.buffer, self.buffer.device, self.generator
         if buffer.num_transitions == 0:
             raise RuntimeError("cannot sample from an empty episode buffer: collect episodes first")
         older = buffer.num_transitions - min(newest, buffer.num_transitions) if newest is not None else 0
         flat = older + torch.randint(buffer.num_transitions - older, (batch_size,), generator=g, device=device)
+        if self.displaced_share > 0 and newest is None:
+            flat = self._favour_displaced(flat)
         u_relabel, u_goal = torch.rand(2, batch_size, generator=g, device=device)
         index = buffer.locate(flat)
         next_row = (index.row + 1) % buffer.capacity
@@ -111,6 +127,22 @@ class HERSampler:
             terminal |= self.is_success(next_achieved, goal)
         return HERBatch(observation, goal, action, reward, next_observation, terminal.to(reward.dtype))
 
+    def _favour_displaced(self, flat: torch.Tensor) -> torch.Tensor:
+        """Replaces ``displaced_share`` of the transition numbers ``flat`` with ones drawn uniformly from the
+        transitions of the episodes that displaced their achieved goal (none where no stored episode did)."""
+        first, last = self.buffer.goal_ends()
+        displaced = ~self.is_success(last, first)
+        cumulative = self.buffer.cumulative_transitions
+        length = torch.diff(cumulative, prepend=cumulative.new_zeros(1))
+        displaced_cumulative = torch.cumsum(length * displaced, 0)
+        total = displaced_cumulative[-1]
+        pick, u = torch.rand(2, flat.numel(), generator=self.generator, device=flat.device, dtype=torch.float64)
+        k = torch.minimum((u * total).long(), total - 1)  # the k-th transition of the displaced episodes
+        position = torch.searchsorted(displaced_cumulative, k, right=True).clamp_max(length.numel() - 1)
+        offset = k - (displaced_cumulative[position] - length[position])
+        displaced_flat = cumulative[position] - length[position] + offset
+        return torch.where((pick < self.displaced_share) & (total > 0), displaced_flat, flat)
+
     def _goal_step(self, t: torch.Tensor, length: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """The state (1..length) of each episode whose achieved goal becomes the relabelled goal; ``u`` in [0, 1)."""
         if self.strategy is GoalStrategy.final:
@@ -121,10 +153,12 @@ class HERSampler:
         return low + torch.minimum((u * span).long(), span - 1)
 
 
-def validate_her_options(strategy: GoalStrategy | str, her_ratio: float) -> None:
+def validate_her_options(strategy: GoalStrategy | str, her_ratio: float, displaced_share: float = 0.0) -> None:
     """Raise a ``ValueError`` naming the option if the HER settings are not allowed."""
     allowed = [s.value for s in GoalStrategy]
     if strategy not in allowed:
         raise ValueError(f"her_strategy={strategy!r} is unknown: choose one of {allowed}")
     if not 0.0 <= her_ratio <= 1.0:
         raise ValueError(f"her_ratio={her_ratio} is invalid: must be within [0, 1]")
+    if not 0.0 <= displaced_share <= 1.0:
+        raise ValueError(f"displaced_share={displaced_share} is invalid: must be within [0, 1]")

@@ -70,7 +70,7 @@ VARIANTS = {
                        "--model.action_l2", "1.0", "--model.clip_target", "true"],
     # A Gymnasium env: its copies' random streams must come back too.
     "gymnasium_env": ["--data.env.id", "goal_envs:ToyReach-v0", "--data.env.num_envs", "2",
-                      "--model.normalize_inputs", "true"],
+                      "--model.normalize_inputs", "true", "--data.displaced_share", "0.5"],
 }
 
 

@@ -41,6 +41,7 @@ def test_every_shipped_config_parses(config: str, capsys: pytest.CaptureFixture[
     ("args", "message"),
     [
         (("--data.her_ratio", "1.5"), "her_ratio=1.5 is invalid: must be within [0, 1]"),
+        (("--data.displaced_share", "-0.5"), "displaced_share=-0.5 is invalid: must be within [0, 1]"),
         (("--data.batch_size", "0"), "batch_size=0 is invalid: must be at least 1"),
         (("--data.buffer_size", "50"), "buffer_size=50 is invalid: must hold one whole episode"),
         (("--data.env.id", "nope"), "env id='nope' is unknown: it is not built in (point2d)"),

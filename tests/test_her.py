@@ -8,6 +8,7 @@ import torch
 from conftest import exact_match, exact_match_reward, tagged_episodes
 from her_lightning.buffer import EpisodeBuffer
 from her_lightning.her import GoalStrategy, HERSampler
+from her_lightning.rollout import Episodes
 
 
 def make_sampler(
@@ -119,6 +120,53 @@ def test_samples_after_wrap_come_only_from_stored_episodes() -> None:
         stored = {int(k) for k in buffer.observation[buffer.locate(torch.arange(len(buffer))).row][:, 0]}
         assert set(batch.observation[:, 0].long().tolist()) <= stored
         assert torch.equal(batch.goal[:, 0], batch.observation[:, 0])
+
+
+def still_and_displacing(lengths: list[int], still: list[int], first_id: int = 0) -> Episodes:
+    """``tagged_episodes`` in which the episodes at the indices ``still`` keep their first achieved goal."""
+    episodes = tagged_episodes(lengths, first_id)
+    episodes.achieved_goal[still] = episodes.achieved_goal[still, :1]
+    return episodes
+
+
+def displaced_sampler(lengths: list[int], still: list[int], share: float, capacity: int = 500) -> HERSampler:
+    buffer = EpisodeBuffer(capacity, obs_dim=2, goal_dim=2, action_dim=2, max_episode_steps=10)
+    buffer.add(still_and_displacing(lengths, still))
+    generator = torch.Generator().manual_seed(0)
+    return HERSampler(buffer, exact_match_reward, exact_match, True, "future", 0.8, generator, share)
+
+
+def test_displaced_share_draws_that_share_from_the_episodes_that_displaced_their_achieved_goal() -> None:
+    lengths, still = [4, 10, 6, 8], [1, 3]  # episodes 0 and 2 displace it: 10 of 28 transitions
+    _, episode, t, *_ = sample_tags(displaced_sampler(lengths, still, 0.5), n=200000)
+    from_displacing = (episode == 0) | (episode == 2)
+    assert from_displacing.float().mean().item() == pytest.approx(0.5 + 0.5 * 10 / 28, abs=0.005)
+    # Uniform over the transitions of each group: either draw is uniform over its own transitions.
+    for group in ([0, 2], [1, 3]):
+        flat = torch.cat([episode[episode == k] * 100 + t[episode == k] for k in group])
+        counts = torch.unique(flat, return_counts=True)[1].float()
+        assert counts.numel() == sum(lengths[k] for k in group)
+        assert (counts / counts.mean() - 1).abs().max() < 0.05
+
+    _, episode, *_ = sample_tags(displaced_sampler(lengths, still, 1.0))
+    assert set(episode.unique().tolist()) == {0, 2}
+
+
+def test_displaced_share_samples_uniformly_while_no_episode_displaced_its_achieved_goal() -> None:
+    lengths = [4, 10, 6]
+    _, episode, *_ = sample_tags(displaced_sampler(lengths, [0, 1, 2], 1.0), n=100000)
+    assert torch.bincount(episode).float().div(100000).tolist() == pytest.approx([4 / 20, 10 / 20, 6 / 20], abs=0.01)
+
+
+def test_displaced_share_draws_only_stored_episodes_after_the_buffer_wrapped() -> None:
+    buffer = EpisodeBuffer(25, obs_dim=2, goal_dim=2, action_dim=2, max_episode_steps=10)
+    generator = torch.Generator().manual_seed(1)
+    sampler = HERSampler(buffer, exact_match_reward, exact_match, True, "future", 1.0, generator, 1.0)
+    for first in range(0, 30, 3):
+        buffer.add(still_and_displacing([5, 3, 6], still=[0, 2], first_id=first))  # the middle one displaces it
+        episode = sampler.sample(2000).observation[:, 0].long()
+        stored = {int(k) for k in buffer.observation[buffer.locate(torch.arange(len(buffer))).row][:, 0]}
+        assert set(episode.tolist()) <= {k for k in stored if k % 3 == 1}
 
 
 def test_same_generator_state_gives_the_same_batch() -> None:
