@@ -15,6 +15,7 @@ from typing_extensions import override
 from her_lightning import monitor
 from her_lightning.data import HERDataModule
 from her_lightning.distributed import gather_rank_states, rank_stream, select_rank_state
+from her_lightning.her import displaced_goal
 from her_lightning.module import HERDDPG
 from her_lightning.rng import make_generator
 from her_lightning.rollout import Policy, exploring, uniform_policy
@@ -130,6 +131,9 @@ class EpisodeCollector(Callback):
             "train/episode_return": _mean([batch.episode_return for batch in batches], device),
             "train/episode_length": _mean([batch.length.float() for batch in batches], device),
             "train/success_rate": _mean([batch.success.float() for batch in batches], device),
+            "train/displaced_rate": _mean(
+                [displaced_goal(datamodule.env.is_success, *batch.goal_ends).float() for batch in batches], device
+            ),
         }
         if to_progress_bar:  # Lightning allows self.log in epoch hooks only, not before fitting
             pl_module.log("train/episode_return", values["train/episode_return"], prog_bar=True, logger=False)

@@ -130,8 +130,7 @@ class HERSampler:
     def _favour_displaced(self, flat: torch.Tensor) -> torch.Tensor:
         """Replaces ``displaced_share`` of the transition numbers ``flat`` with ones drawn uniformly from the
         transitions of the episodes that displaced their achieved goal (none where no stored episode did)."""
-        first, last = self.buffer.goal_ends()
-        displaced = ~self.is_success(last, first)
+        displaced = displaced_goal(self.is_success, *self.buffer.goal_ends())
         cumulative = self.buffer.cumulative_transitions
         length = torch.diff(cumulative, prepend=cumulative.new_zeros(1))
         displaced_cumulative = torch.cumsum(length * displaced, 0)
@@ -151,6 +150,11 @@ class HERSampler:
         span = length - low + 1
         # The product can round up to ``span`` in float32; the minimum keeps the draw inside [low, length].
         return low + torch.minimum((u * span).long(), span - 1)
+
+
+def displaced_goal(is_success: GoalFn, first: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+    """Which episodes displaced their achieved goal: the ``last`` achieved goal does not satisfy the ``first``."""
+    return ~is_success(last, first)
 
 
 def validate_her_options(strategy: GoalStrategy | str, her_ratio: float, displaced_share: float = 0.0) -> None:

@@ -45,6 +45,12 @@ class Episodes(NamedTuple):
     def episode_return(self) -> torch.Tensor:  # (N,)
         return self.reward.sum(dim=1)
 
+    @property
+    def goal_ends(self) -> tuple[torch.Tensor, torch.Tensor]:  # (N, goal_dim) each
+        """The first and the last achieved goal of every episode."""
+        last = self.achieved_goal[torch.arange(self.length.numel(), device=self.length.device), self.length]
+        return self.achieved_goal[:, 0], last
+
 
 def within(length: torch.Tensor, steps: int) -> torch.Tensor:
     """``(N, steps)`` bool: which of ``steps`` positions fall within each of ``N`` episodes of ``length`` positions."""

@@ -112,3 +112,18 @@ def test_capacity_below_one_episode_is_rejected() -> None:
 def test_episode_longer_than_the_limit_is_rejected() -> None:
     with pytest.raises(ValueError, match="episode lengths must be in"):
         make_buffer(capacity=100, max_steps=5).add(tagged_episodes([6]))
+
+
+def test_goal_ends_are_each_stored_episodes_first_and_last_achieved_goal_oldest_first() -> None:
+    buffer = EpisodeBuffer(25, obs_dim=2, goal_dim=2, action_dim=2, max_episode_steps=10)
+    for first in range(0, 12, 3):  # the ring wraps, and the oldest episodes are dropped
+        episodes = tagged_episodes([5, 3, 6], first_id=first)
+        first_goal, last_goal = episodes.goal_ends
+        assert first_goal.tolist() == [[first + k, 0.0] for k in range(3)]
+        assert last_goal.tolist() == [[first, 5.0], [first + 1, 3.0], [first + 2, 6.0]]
+        buffer.add(episodes)
+    stored_first, stored_last = buffer.goal_ends()
+    ids = stored_first[:, 0].long()
+    assert ids.tolist() == list(range(int(ids[0]), 12)) and (stored_first[:, 1] == 0).all()
+    assert stored_last[:, 1].tolist() == [[5.0, 3.0, 6.0][k % 3] for k in ids.tolist()]
+    assert torch.equal(buffer.cumulative_transitions, torch.cumsum(stored_last[:, 1].long(), 0))

@@ -105,7 +105,7 @@ def test_an_empty_config_file_is_named(tmp_path: Path, capsys: pytest.CaptureFix
 
 
 SCALARS_BY_ENV_STEPS = {
-    "train/episode_return", "train/episode_length", "train/success_rate", "eval/success_rate",
+    "train/episode_return", "train/episode_length", "train/success_rate", "train/displaced_rate", "eval/success_rate",
     "eval/episode_return", "eval/episode_length", "perf/env_steps_per_s", "buffer/transitions",
     "buffer/achieved_goal_spread",
 }
