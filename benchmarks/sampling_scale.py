@@ -1,7 +1,10 @@
 """HER sampling cost against buffer size, and the buffer's bytes per stored transition.
 
 A batch is drawn from buffers holding 1e3, 1e5 and 1e6 transitions of the point task (50-step episodes); the
-cost must not grow with the buffer. Printed: median time per batch and the ratio to the smallest buffer.
+cost must not grow with the buffer. Printed: median time per batch and the ratio to the smallest buffer, and the
+same with half of every batch drawn from the episodes that displaced their achieved goal (``displaced_share``
+0.5; which episodes did is derived once per change of the buffer, so it is not in these times), as a ratio to the
+uniform draw.
 
     python benchmarks/sampling_scale.py
 """
@@ -73,15 +76,17 @@ def main() -> None:
     torch.set_num_threads(1)
     task = PointNavEnv()
     print(f"machine: {machine()}")
-    print(f"{'transitions':>12} {'us per batch':>13} {'vs smallest':>12} {'bytes per transition':>21}")
+    print(f"{'transitions':>12} {'us per batch':>13} {'vs smallest':>12} {'displaced 0.5':>14} {'vs uniform':>11} "
+          f"{'bytes per transition':>21}")
     buffers = [filled_buffer(int(size)) for size in args.sizes]
     samplers = [HERSampler(b, task.compute_reward, task.is_success, True, "future", 0.8,
-                           torch.Generator().manual_seed(1)) for b in buffers]
+                           torch.Generator().manual_seed(1), share) for share in (0.0, 0.5) for b in buffers]
     seconds = sample_times(samplers, args.batch_size, args.repeats)
-    for buffer, time_per_batch in zip(buffers, seconds):
+    uniform, displaced = seconds[: len(buffers)], seconds[len(buffers):]
+    for buffer, time_per_batch, favoured in zip(buffers, uniform, displaced):
         per_transition = storage_bytes(buffer) / buffer.num_transitions
-        print(f"{buffer.num_transitions:>12,} {time_per_batch * 1e6:>13.1f} {time_per_batch / seconds[0]:>11.2f}x "
-              f"{per_transition:>21.1f}")
+        print(f"{buffer.num_transitions:>12,} {time_per_batch * 1e6:>13.1f} {time_per_batch / uniform[0]:>11.2f}x "
+              f"{favoured * 1e6:>14.1f} {favoured / time_per_batch:>10.2f}x {per_transition:>21.1f}")
 
 
 if __name__ == "__main__":

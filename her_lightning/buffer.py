@@ -76,6 +76,7 @@ class EpisodeBuffer:
         self._num_rows = 0
         # Cumulative transition counts of the stored episodes, oldest first: what sampling searches.
         self._cum_transitions = torch.zeros(0, dtype=torch.long, device=self.device)
+        self.revision = 0  # changes whenever the stored episodes do: what samplers key what they derive on
 
     def split(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Views of packed rows ``(..., obs + goal + action)`` as (observation, achieved goal, action)."""
@@ -218,6 +219,7 @@ class EpisodeBuffer:
 
     def _reindex(self) -> None:
         self._cum_transitions = torch.cumsum(self.episode_length[self._fifo_slots()], 0)
+        self.revision += 1
 
     def _rows_in_order(self) -> torch.Tensor:
         first = int(self.episode_start[self._oldest]) if self._num_episodes else 0

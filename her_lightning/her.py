@@ -95,6 +95,7 @@ class HERSampler:
         self.strategy = GoalStrategy(strategy)
         self.her_ratio = her_ratio
         self.displaced_share = displaced_share
+        self._displaced: tuple[int, torch.Tensor, torch.Tensor] | None = None  # buffer revision, _displaced_counts
         self.generator = generator if generator is not None else torch.Generator(buffer.device)
 
     def sample(self, batch_size: int, newest: int | None = None) -> HERBatch:
@@ -130,17 +131,25 @@ class HERSampler:
     def _favour_displaced(self, flat: torch.Tensor) -> torch.Tensor:
         """Replaces ``displaced_share`` of the transition numbers ``flat`` with ones drawn uniformly from the
         transitions of the episodes that displaced their achieved goal (none where no stored episode did)."""
-        displaced = displaced_goal(self.is_success, *self.buffer.goal_ends())
-        cumulative = self.buffer.cumulative_transitions
-        length = torch.diff(cumulative, prepend=cumulative.new_zeros(1))
-        displaced_cumulative = torch.cumsum(length * displaced, 0)
+        displaced_cumulative, still_before = self._displaced_counts()
         total = displaced_cumulative[-1]
         pick, u = torch.rand(2, flat.numel(), generator=self.generator, device=flat.device, dtype=torch.float64)
-        k = torch.minimum((u * total).long(), total - 1)  # the k-th transition of the displaced episodes
-        position = torch.searchsorted(displaced_cumulative, k, right=True).clamp_max(length.numel() - 1)
-        offset = k - (displaced_cumulative[position] - length[position])
-        displaced_flat = cumulative[position] - length[position] + offset
-        return torch.where((pick < self.displaced_share) & (total > 0), displaced_flat, flat)
+        k = torch.minimum((u * total).long(), total - 1)  # the k-th transition of the displacing episodes
+        position = torch.searchsorted(displaced_cumulative, k, right=True).clamp_max(len(displaced_cumulative) - 1)
+        return torch.where((pick < self.displaced_share) & (total > 0), k + still_before[position], flat)
+
+    def _displaced_counts(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per stored episode, oldest first: the transitions of the episodes that displaced their achieved goal,
+        counted cumulatively, and those of the others up to it. The k-th transition of the displacing episodes is
+        transition ``k + still_before[its episode]`` of all. Derived once per change of the buffer, not per batch:
+        it is a pass over every stored episode."""
+        buffer = self.buffer
+        if self._displaced is None or self._displaced[0] != buffer.revision:
+            cumulative = buffer.cumulative_transitions
+            length = torch.diff(cumulative, prepend=cumulative.new_zeros(1))
+            displaced_cumulative = torch.cumsum(length * displaced_goal(self.is_success, *buffer.goal_ends()), 0)
+            self._displaced = (buffer.revision, displaced_cumulative, cumulative - displaced_cumulative)
+        return self._displaced[1:]
 
     def _goal_step(self, t: torch.Tensor, length: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """The state (1..length) of each episode whose achieved goal becomes the relabelled goal; ``u`` in [0, 1)."""
