@@ -54,12 +54,13 @@ class HERSampler:
     writes to it.
 
     An episode *displaced its achieved goal* when its last achieved goal does not
-    satisfy its first (the task's own success test). Only such episodes relabel
-    to goals other than where the achieved goal already was: where it is an
-    object the agent must first reach (a Fetch block), most early episodes never
-    touch it and teach nothing about moving it. ``displaced_share`` draws that
-    share of every batch from the displacing episodes (uniformly over their
-    transitions) and the rest uniformly from all; with none stored, all of it.
+    satisfy its first (the task's own success test): its relabelled goals
+    include places it moved the goal's object to. Where that object is one the
+    agent must first reach (a Fetch block), most early episodes never touch it:
+    their relabelled goals are where it already lay and teach nothing about
+    moving it. ``displaced_share`` draws that share of every batch from the
+    displacing episodes (uniformly over their transitions) and the rest
+    uniformly from all; while none is stored, the whole batch uniformly.
 
     Args:
         buffer: The episodes to sample from.
