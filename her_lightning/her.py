@@ -136,7 +136,7 @@ class HERSampler:
         total = displaced_cumulative[-1]
         pick, u = torch.rand(2, flat.numel(), generator=self.generator, device=flat.device, dtype=torch.float64)
         k = torch.minimum((u * total).long(), total - 1)  # the k-th transition of the displacing episodes
-        position = torch.searchsorted(displaced_cumulative, k, right=True).clamp_max(len(displaced_cumulative) - 1)
+        position = torch.searchsorted(displaced_cumulative, k, right=True)  # k < total: a stored episode
         return torch.where((pick < self.displaced_share) & (total > 0), k + still_before[position], flat)
 
     def _displaced_counts(self) -> tuple[torch.Tensor, torch.Tensor]:
