@@ -305,8 +305,8 @@ def report(out: Path) -> str:
         writer = csv.writer(file)
         writer.writerow(FIELDS)
         writer.writerows(row for seeds in runs.values() for rows in seeds.values() for row in rows)
-    machines = (out / MACHINES).read_text().split("\n") if (out / MACHINES).exists() else []
-    trained_on = "; ".join(line for line in machines if line) or f"{machine(with_threads=False)} (where this report ran)"
+    machines = (out / MACHINES).read_text().splitlines() if (out / MACHINES).exists() else []
+    trained_on = "; ".join(machines) or f"{machine(with_threads=False)} (where this report ran)"
     sections = [
         f"# Evaluation success rate of every run under {out}",
         "",
