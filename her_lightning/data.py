@@ -285,6 +285,12 @@ class HERDataModule(pl.LightningDataModule):
             self._video_env = make_env(cfg.id, 1, derive_seed(self.seed, "video"), self.device, **kwargs)
         return film(self._video_env, policy)
 
+    def teardown(self, stage: str) -> None:
+        """Close the video copy of the task: a MuJoCo renderer left to interpreter exit can fail noisily there."""
+        if self._video_env is not None and hasattr(self._video_env, "close"):
+            self._video_env.close()
+        self._video_env = None  # a later video makes a new one
+
     def figure(self, episodes: Episodes) -> Any | None:
         """A matplotlib figure of evaluation episodes where the task draws one (the point task does), else ``None``."""
         plot = getattr(self._eval_env, "plot_episodes", None)

@@ -162,11 +162,18 @@ class PaintedReach(ToyReach):
     episode's step count lit in the top row (so that no two frames of an episode are the same)."""
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+    open_renderers = 0  # copies made to render and not yet closed
 
     def __init__(self, render_mode: str | None = None) -> None:
         super().__init__()
         self.render_mode = render_mode
         self.steps = 0
+        PaintedReach.open_renderers += render_mode == "rgb_array"
+
+    def close(self) -> None:
+        PaintedReach.open_renderers -= self.render_mode == "rgb_array"
+        self.render_mode = None  # closing twice counts once
+        super().close()
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
         self.steps = 0

@@ -60,7 +60,10 @@ def test_figures_are_drawn_every_nth_evaluation(tmp_path: Path) -> None:
 
 def test_an_env_that_renders_gets_evaluation_videos(tmp_path: Path) -> None:
     pytest.importorskip("gymnasium", reason="the Gymnasium adapter needs gymnasium")
+    from goal_envs import PaintedReach
+
     run(tmp_path, Evaluator(video_every=2), 3, env=EnvConfig(id="goal_envs:PaintedReach-v0"))
+    assert PaintedReach.open_renderers == 0  # the video copy is closed when the fit ends
     videos = images(tmp_path, "eval/episode")
     assert len(videos) == 2  # evaluations 1 and 3
     gif = Image.open(io.BytesIO(videos[0].encoded_image_string))
