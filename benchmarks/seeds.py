@@ -153,22 +153,26 @@ class CurvePoint(Protocol):
 
 
 def plot(rows: Sequence[CurvePoint], seeds: list[int], title: str, path: Path) -> None:
-    """Success against env steps: a thin line per seed, the median and a 95% bootstrap band of the median."""
+    """Success against env steps: a thin line per seed, the median and a 95% bootstrap band of the median; one seed
+    alone is drawn as its own line (a median of one has no band)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
-    curves = []
+    curves, drawn = [], []
     for seed in seeds:
         own = sorted((r for r in rows if r.seed == seed), key=lambda r: r.env_steps)
         if own:
             curves.append((np.array([r.env_steps for r in own]), np.array([r.success for r in own])))
+            drawn.append(seed)
     figure, axes = plt.subplots(figsize=(7, 4))
-    for steps, success in curves:
-        axes.plot(steps, success, color="tab:blue", alpha=0.25, linewidth=0.8)
-    if curves:
+    if len(curves) == 1:
+        axes.plot(*curves[0], color="tab:orange", linewidth=2, label=f"seed {drawn[0]}")
+    elif curves:
+        for steps, success in curves:
+            axes.plot(steps, success, color="tab:blue", alpha=0.25, linewidth=0.8)
         # Each seed's curve as a step function on a common grid: the latest evaluation at or before each point.
         grid = np.linspace(max(s[0] for s, _ in curves), min(s[-1] for s, _ in curves), 200)
         values = np.stack([success[np.searchsorted(steps, grid, side="right") - 1] for steps, success in curves])
