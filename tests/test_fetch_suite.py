@@ -58,13 +58,13 @@ def test_summary_finds_thresholds_latest_success_and_pace_across_a_resume() -> N
 def test_plot_draws_a_median_band_over_seeds_and_one_seed_as_itself(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    matplotlib = pytest.importorskip("matplotlib")
+    figures = pytest.importorskip("matplotlib.figure")
     legends: list[list[str]] = []
 
     def record(figure: object, path: Path, **_: object) -> None:
         legends.append([text.get_text() for text in figure.axes[0].get_legend().get_texts()])
 
-    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", record)
+    monkeypatch.setattr(figures.Figure, "savefig", record)
     rows = [evaluation(seed, steps, 0.5, 0.0) for seed in (1, 2) for steps in (10_000, 20_000)]
     suite.plot(rows, [1, 2], "task", tmp_path / "two.png")
     suite.plot(rows[2:], [1, 2], "task", tmp_path / "one.png")  # seed 1 has no evaluations yet
