@@ -44,7 +44,7 @@ from common import machine  # noqa: E402
 from seeds import parse_seeds, plot  # noqa: E402
 
 from her_lightning.checkpoint import LAST_CHECKPOINT  # noqa: E402
-from her_lightning.envs import make_env  # noqa: E402
+from her_lightning.envs import close_env, make_env  # noqa: E402
 from her_lightning.resume import LOCK_FILE  # noqa: E402
 
 TAG = "eval/success_rate"
@@ -104,8 +104,7 @@ def epoch_env_steps(config: Path) -> int:
             "the suite needs them to turn --env-steps into epochs"
         ) from None
     probe = make_env(env_id, 1, 0, **env.get("kwargs", {}))
-    if hasattr(probe, "close"):
-        probe.close()
+    close_env(probe)
     return math.ceil(episodes / num_envs) * num_envs * probe.max_episode_steps
 
 

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from her_lightning.buffer import EpisodeBuffer
 from her_lightning.conventions import check_episodes
 from her_lightning.distributed import gather_rank_states, rank_stream, select_rank_state, sum_over_ranks
-from her_lightning.envs import GoalEnv, make_env
+from her_lightning.envs import GoalEnv, close_env, make_env
 from her_lightning.her import GoalStrategy, HERBatch, HERSampler, validate_her_options
 from her_lightning.rng import derive_seed, make_generator, run_seed
 from her_lightning.rollout import Episodes, Policy, film, play, rollout
@@ -152,8 +152,7 @@ class HERDataModule(pl.LightningDataModule):
         self.max_episode_steps = probe.max_episode_steps
         self.reward_range = probe.reward_range
         self.action_low, self.action_high = probe.action_low, probe.action_high
-        if hasattr(probe, "close"):
-            probe.close()
+        close_env(probe)
         if buffer_size < self.max_episode_steps + 1:
             raise ValueError(
                 f"buffer_size={buffer_size} is invalid: must hold one whole episode "
@@ -234,8 +233,8 @@ class HERDataModule(pl.LightningDataModule):
             check_episodes(env, episodes, self.env_config.id)
             self.buffer.add(episodes)
             played.append(episodes)
-        if env is not self.env and hasattr(env, "close"):  # Gymnasium copies may hold simulators or subprocesses
-            env.close()
+        if env is not self.env:
+            close_env(env)
         observations = torch.cat([episodes.observation[episodes.valid_states] for episodes in played])
         lengths = torch.cat([episodes.length for episodes in played])
         new_transitions = int(lengths.sum())
@@ -287,8 +286,7 @@ class HERDataModule(pl.LightningDataModule):
 
     def teardown(self, stage: str) -> None:
         """Close the video copy of the task: a MuJoCo renderer left to interpreter exit can fail noisily there."""
-        if self._video_env is not None and hasattr(self._video_env, "close"):
-            self._video_env.close()
+        close_env(self._video_env)
         self._video_env = None  # a later video makes a new one
 
     def figure(self, episodes: Episodes) -> Any | None:

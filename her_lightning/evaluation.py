@@ -17,7 +17,7 @@ from typing_extensions import override
 from her_lightning import monitor
 from her_lightning.checkpoint import DATA_STATE, read_checkpoint, trained
 from her_lightning.data import HERDataModule
-from her_lightning.envs import make_env
+from her_lightning.envs import close_env, make_env
 from her_lightning.export import policy_from_checkpoint
 from her_lightning.module import HERDDPG
 from her_lightning.rng import derive_seed
@@ -191,8 +191,7 @@ def evaluate_checkpoint(
         with torch.no_grad():
             played = play(env, lambda observation, goal: policy(observation, goal)["action_unit"], episodes)
     finally:
-        if hasattr(env, "close"):  # Gymnasium copies may hold simulators or subprocesses
-            env.close()
+        close_env(env)
     metrics = summarize(played)
     success = metrics["eval/success_rate"]
     low, high = wilson_interval(int(played.success.sum()), episodes)

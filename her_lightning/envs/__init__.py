@@ -35,4 +35,11 @@ def make_env(
     return GymnasiumGoalEnv(env_id, num_envs=num_envs, seed=seed, device=device, **kwargs)
 
 
-__all__ = ["BUILTIN_ENVS", "GoalEnv", "GoalObs", "GymnasiumGoalEnv", "PointNavEnv", "StepResult", "make_env"]
+def close_env(env: GoalEnv | None) -> None:
+    """Release what ``env`` holds where it holds something (Gymnasium copies: simulators, renderers, subprocesses);
+    the point task holds nothing and has no ``close``."""
+    if env is not None and hasattr(env, "close"):
+        env.close()
+
+
+__all__ = ["BUILTIN_ENVS", "GoalEnv", "GoalObs", "GymnasiumGoalEnv", "PointNavEnv", "StepResult", "close_env", "make_env"]
