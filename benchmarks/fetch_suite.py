@@ -161,16 +161,32 @@ def passed_value(passed: Sequence[str], option: str) -> str | None:
     return value
 
 
-def record_machine(out: Path, jobs: int, passed: Sequence[str]) -> None:
-    """Adds this sitting's machine, accelerator and threads per run to ``OUT/machines.txt`` if it is not there yet:
-    the report may be written on another machine, and a suite may span several."""
+def fits_running_elsewhere() -> int:
+    """How many training commands (``her_lightning.cli fit``) other processes on this machine run now: they share
+    its cores with the suite's runs. 0 where there is no ``/proc`` to read."""
+    count = 0
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:  # the process ended while being read
+            continue
+        count += b"her_lightning.cli" in args and b"fit" in args
+    return count
+
+
+def record_machine(out: Path, jobs: int, passed: Sequence[str], elsewhere: int = 0) -> None:
+    """Adds this sitting's machine, accelerator, runs at once (``jobs`` of the suite's, ``elsewhere`` of other
+    commands') and threads per run to ``OUT/machines.txt`` if it is not there yet: the report may be written on
+    another machine, and a suite may span several."""
     if passed_value(passed, "--trainer.accelerator") in (None, "auto", "gpu", "cuda") and torch.cuda.is_available():
         device = f"GPU {torch.cuda.get_device_name()}"
     else:
         device = "no GPU"
     threads = "1" if jobs > 1 else passed_value(passed, "--torch_threads") or "the config's"
     threads = f"{threads} torch thread{'' if threads == '1' else 's'} per run"
-    line = f"{machine(with_threads=False)}, {device}; {jobs} run{'s' if jobs > 1 else ''} at once, {threads}"
+    runs = jobs + elsewhere
+    at_once = f"{runs} run{'s' if runs > 1 else ''} at once" + (f" ({elsewhere} started elsewhere)" if elsewhere else "")
+    line = f"{machine(with_threads=False)}, {device}; {at_once}, {threads}"
     path = out / MACHINES
     known = path.read_text().splitlines() if path.exists() else []
     if line not in known:
@@ -377,7 +393,7 @@ def train_suite(options: argparse.Namespace, out: Path, passed: list[str]) -> li
     epochs = {config: math.ceil(options.env_steps / epoch_env_steps(config)) for config in options.configs}
     runs = [Run(config, seed) for config in options.configs for seed in seeds]
 
-    record_machine(out, options.jobs, passed)
+    record_machine(out, options.jobs, passed, fits_running_elsewhere())
 
     def launch(run: Run) -> bool:
         command = fit_command(run, out, epochs[run.config], options.jobs > 1, passed)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import subprocess
 import sys
 from pathlib import Path
 
@@ -105,9 +106,10 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 
 def test_suite_trains_resumes_skips_a_busy_run_and_reports(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pytest.importorskip("gymnasium_robotics", reason="FetchReach needs the robotics extra: pip install -e .[robotics]")
+    monkeypatch.setattr(suite, "fits_running_elsewhere", lambda: 0)  # whatever else this machine is training
     out = tmp_path / "suite"
     # A budget of 200 env steps is 2 epochs of 100, after 100 warm-up steps: evaluated at 200 and 300.
     run_suite(out, capsys, "--seeds", "0", "--env-steps", "200")
@@ -147,7 +149,22 @@ def test_machine_record_names_the_device_the_fits_get(tmp_path: Path, monkeypatc
     suite.record_machine(tmp_path, 1, ["--trainer.accelerator", "cpu", "--torch_threads", "4"])
     suite.record_machine(tmp_path, 3, ["--trainer.accelerator=gpu"])
     suite.record_machine(tmp_path, 3, [])  # the same machine and setting: not recorded twice
+    suite.record_machine(tmp_path, 1, ["--torch_threads", "1"], elsewhere=2)
     lines = (tmp_path / "machines.txt").read_text().splitlines()
-    assert len(lines) == 2
+    assert len(lines) == 3
     assert lines[0].endswith("no GPU; 1 run at once, 4 torch threads per run")
     assert lines[1].endswith("GPU Test GPU; 3 runs at once, 1 torch thread per run")
+    assert lines[2].endswith("GPU Test GPU; 3 runs at once (2 started elsewhere), 1 torch thread per run")
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="counts processes through /proc")
+def test_fits_started_elsewhere_are_counted() -> None:
+    before = suite.fits_running_elsewhere()
+    # A process whose command line reads like a training run's: the suite counts it as one sharing the cores.
+    fit = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "her_lightning.cli", "fit"])
+    try:
+        assert suite.fits_running_elsewhere() == before + 1
+    finally:
+        fit.kill()
+        fit.wait()
+    assert suite.fits_running_elsewhere() == before
