@@ -22,10 +22,10 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from her_lightning.checkpoint import LAST_CHECKPOINT, CheckpointError, find_last_checkpoint, read_checkpoint, trained
 from her_lightning.collector import EpisodeCollector
+from her_lightning.commands import COMMANDS, fail
 from her_lightning.data import HERDataModule
 from her_lightning.distributed import rank_count_mismatch, saved_ranks
-from her_lightning.evaluation import Evaluator, evaluate_checkpoint
-from her_lightning.export import export_policy
+from her_lightning.evaluation import Evaluator
 from her_lightning.health import TrainingDiverged
 from her_lightning.module import PLAIN_DDP_ADVICE, HERDDPG
 from her_lightning.progress import RunProgressBar
@@ -78,9 +78,9 @@ class HERLightningCLI(LightningCLI):
                 config.ckpt_path = str(_resolve_last(config.trainer))
             self._checkpoint = read_checkpoint(config.ckpt_path)
         except CheckpointError as error:
-            _fail(str(error))
+            fail(str(error))
         if not {"optimizer_states", "loops"} <= self._checkpoint.keys():
-            _fail(
+            fail(
                 f"checkpoint {config.ckpt_path} holds only weights (saved with save_weights_only): it can be "
                 "tested or exported, not resumed; leave out --ckpt_path to start a new run"
             )
@@ -108,15 +108,15 @@ class HERLightningCLI(LightningCLI):
         if config.data.seed is None:
             config.data.seed = config.seed_everything
         if config.trainer.get("strategy") in ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook"):
-            _fail(f"trainer.strategy={config.trainer.strategy} {PLAIN_DDP_ADVICE}")
+            fail(f"trainer.strategy={config.trainer.strategy} {PLAIN_DDP_ADVICE}")
         every = config.trainer.get("check_val_every_n_epoch")
         if every is None or every < 1:
-            _fail(
+            fail(
                 f"trainer.check_val_every_n_epoch={every} is invalid: must be at least 1 (epochs between evaluations)"
             )
         if config.torch_threads is not None:
             if config.torch_threads < 1:
-                _fail(f"torch_threads={config.torch_threads} is invalid: must be at least 1, or null")
+                fail(f"torch_threads={config.torch_threads} is invalid: must be at least 1, or null")
             torch.set_num_threads(config.torch_threads)
         self._settings = _run_settings(config)
         if self._checkpoint is not None:
@@ -127,7 +127,7 @@ class HERLightningCLI(LightningCLI):
         try:
             super().instantiate_classes()
         except (ValueError, MisconfigurationException) as error:  # Lightning's own check of trainer options
-            _fail(str(error))
+            fail(str(error))
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         trainer_config = (self.config_init[self.subcommand] if self.subcommand else self.config_init).trainer
@@ -158,14 +158,14 @@ class HERLightningCLI(LightningCLI):
         try:
             super()._run_subcommand(subcommand)
         except (CheckpointError, RunFolderBusy) as error:
-            _fail(str(error))
+            fail(str(error))
         except TrainingDiverged as error:
-            _fail(f"{error}; last good checkpoint: {self._last_good_checkpoint()}")
+            fail(f"{error}; last good checkpoint: {self._last_good_checkpoint()}")
         except OSError as error:
             if error.errno not in DISK_ERRORS:
                 raise
             path = error.filename or self.trainer.log_dir
-            _fail(f"cannot write {path}: {error.strerror}; last good checkpoint: {self._last_good_checkpoint()}")
+            fail(f"cannot write {path}: {error.strerror}; last good checkpoint: {self._last_good_checkpoint()}")
         finally:
             threading.excepthook = threading.__excepthook__
             if self._lock is not None:
@@ -208,19 +208,7 @@ class HERArgumentParser(LightningArgumentParser):
             super().error(message, ex)
         parser = getattr(ex, "subcommand_parser", None) or self
         command = " ".join(["her-lightning", *parser.prog.replace(" [options]", "").split()[1:]])  # + subcommand
-        _fail(f"{' '.join(message.split())} (options: {command} --help)")
-
-
-class CommandParser(argparse.ArgumentParser):
-    """The parser of ``test`` and ``export``: a bad option is one line, as for ``fit``."""
-
-    def error(self, message: str) -> NoReturn:
-        _fail(f"{message} (options: {self.prog} --help)")
-
-
-def _fail(message: str) -> NoReturn:
-    print(f"her-lightning: error: {message}", file=sys.stderr)
-    raise SystemExit(2)
+        fail(f"{' '.join(message.split())} (options: {command} --help)")
 
 
 def _run_settings(config: Namespace) -> dict[str, Any]:
@@ -237,7 +225,7 @@ def _check_resume(checkpoint: dict[str, Any], config: Namespace, settings: dict[
     saved = {**checkpoint.get("run_settings", {}), "model": checkpoint["hyper_parameters"]}
     differences = settings_differences(saved, settings)
     if differences:
-        _fail(
+        fail(
             f"checkpoint {config.ckpt_path} was trained with other settings: {'; '.join(differences)}. A resume "
             f"keeps them (it honours changes to {HONOURED}): give the run's own config (config.yaml in its version "
             "folder), or leave out --ckpt_path to start a new run"
@@ -245,7 +233,7 @@ def _check_resume(checkpoint: dict[str, Any], config: Namespace, settings: dict[
     done = _epochs_done(checkpoint)
     max_epochs = config.trainer.get("max_epochs")
     if max_epochs is not None and 0 <= max_epochs < done:
-        _fail(
+        fail(
             f"trainer.max_epochs={max_epochs} is below the {done} epochs that checkpoint {config.ckpt_path} has "
             f"trained: give at least {done + 1} to train on"
         )
@@ -294,56 +282,6 @@ DESCRIPTION = """Train and evaluate goal-conditioned DDPG + HER agents from YAML
   her-lightning export CHECKPOINT policy.pt2|.onnx     write a standalone policy file"""
 
 
-def checkpoint_test_main(args: list[str]) -> None:
-    """``her-lightning test CHECKPOINT``: a final evaluation on goals of its own; prints it and writes it as JSON."""
-    parser = CommandParser(
-        prog="her-lightning test",
-        description="Evaluate a checkpoint's policy without exploration noise on fresh goals (a stream of the run's "
-        "seed that training's evaluations never drew from), print the result and write it as JSON beside the "
-        "checkpoint (CHECKPOINT.test.json).",
-    )
-    parser.add_argument(
-        "checkpoint", help="a training checkpoint, e.g. lightning_logs/point2d/version_0/checkpoints/last.ckpt"
-    )
-    parser.add_argument("--episodes", type=int, default=1000, help="episodes to play (default: 1000)")
-    parser.add_argument("--seed", type=int, default=None, help="seed of the test goals (default: the run's seed)")
-    parser.add_argument(
-        "--num_envs", type=int, default=None, help="env copies played side by side (default: up to 100)"
-    )
-    options = parser.parse_args(args)
-    try:
-        summary = evaluate_checkpoint(options.checkpoint, options.episodes, options.seed, options.num_envs)
-    except (CheckpointError, ValueError, ImportError) as error:  # a bad checkpoint or option, or a missing extra
-        _fail(str(error))
-    low, high = summary["success_rate_95ci"]
-    counters = summary["trained"]
-    print(
-        f"test of {summary['checkpoint']} ({summary['env_id']}, {counters['env_steps']:,} env steps trained): "
-        f"{summary['episodes']:,} episodes, seed {summary['seed']}: success rate {summary['success_rate']:.3f} "
-        f"(95% interval {low:.3f}-{high:.3f}), mean return {summary['episode_return_mean']:.2f}, "
-        f"mean length {summary['episode_length_mean']:.1f}; written to {summary['output']}"
-    )
-
-
-def export_main(args: list[str]) -> None:
-    """``her-lightning export CHECKPOINT OUTPUT``: write a standalone policy file (``.pt2`` or ``.onnx``)."""
-    parser = CommandParser(
-        prog="her-lightning export",
-        description="Write a checkpoint's policy as a torch.export program (.pt2: needs only torch to run) "
-        "or an ONNX model (.onnx: needs only onnxruntime; writing it needs the onnx extra).",
-    )
-    parser.add_argument(
-        "checkpoint", help="a training checkpoint, e.g. lightning_logs/point2d/version_0/checkpoints/last.ckpt"
-    )
-    parser.add_argument("output", help="the policy file to write: its suffix picks the format, e.g. policy.pt2")
-    options = parser.parse_args(args)
-    try:
-        path = export_policy(options.checkpoint, options.output)
-    except (CheckpointError, ValueError, ImportError) as error:  # a bad checkpoint, suffix, or missing extra
-        _fail(str(error))
-    print(f"exported the policy of {options.checkpoint} to {path}")
-
-
 # Options that moved to another section: (section, key) -> where they are set now.
 MOVED_OPTIONS = {("model", "solved_success_rate"): "evaluation.solved_success_rate"}
 
@@ -363,10 +301,10 @@ def _check_config_files(argv: list[str]) -> None:
         except (yaml.YAMLError, OSError, UnicodeDecodeError):
             continue  # jsonargparse reports it, naming the problem
         if settings is None:
-            _fail(f"config file {path} is empty: it must set options, e.g. as configs/point2d.yaml does")
+            fail(f"config file {path} is empty: it must set options, e.g. as configs/point2d.yaml does")
         for (section, key), now in MOVED_OPTIONS.items():
             if isinstance(settings, dict) and key in (settings.get(section) or {}):
-                _fail(
+                fail(
                     f"config file {path} sets {section}.{key}, which is now {now}: move it there (a run's "
                     "config.yaml written before the move has it; its checkpoints resume as they are)"
                 )
@@ -378,7 +316,7 @@ def main(args: ArgsType = None) -> None:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
     argv = sys.argv[1:] if args is None else args
     if isinstance(argv, list) and argv[:1] in (["export"], ["test"]):
-        {"export": export_main, "test": checkpoint_test_main}[argv[0]](argv[1:])
+        COMMANDS[argv[0]](argv[1:])
         return
     if isinstance(argv, list):
         _check_config_files(argv)
