@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import pickle
 import re
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -13,6 +11,8 @@ from typing import Any
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from typing_extensions import override
+
+from her_lightning.files import atomic_write
 
 LAST_CHECKPOINT = "last.ckpt"
 DATA_STATE = "HERDataModule"  # where Lightning keeps the datamodule's state_dict in a checkpoint (its class name)
@@ -39,24 +39,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             return
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        try:
-            os.fchmod(handle, 0o666 & ~_umask())  # mkstemp's 0600 otherwise: the mode Lightning's own write gives
-            with os.fdopen(handle, "wb") as file:
-                torch.save(checkpoint, file)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temporary, target)
-        except BaseException as error:
-            Path(temporary).unlink(missing_ok=True)
-            if isinstance(error, OSError) and error.filename is None:  # e.g. a full disk: name the file it wrote
-                raise OSError(error.errno, error.strerror, str(target)) from error
-            raise
-        directory = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)  # the rename itself survives a power loss
-        finally:
-            os.close(directory)
+        atomic_write(target, lambda file: torch.save(checkpoint, file))
 
     @override
     def load_checkpoint(self, path: str | Path, map_location: Any = None, weights_only: bool | None = None) -> dict:
@@ -167,12 +150,6 @@ def _first_reason(error: Exception) -> str:
         if "WeightsUnpickler error:" in line:
             return line.partition("WeightsUnpickler error:")[2].strip().split(". ")[0]
     return lines[0] if lines else type(error).__name__
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _refuse_non_finite_weights(checkpoint: dict[str, Any], target: str | Path) -> None:
