@@ -137,13 +137,13 @@ class EpisodeCollector(Callback):
         }
         if to_progress_bar:  # Lightning allows self.log in epoch hooks only, not before fitting
             pl_module.log("train/episode_return", values["train/episode_return"], prog_bar=True, logger=False)
-        if trainer.logger is not None:
+        if trainer.loggers:
             values |= {
                 "perf/env_steps_per_s": collection.env_steps / (time.perf_counter() - start),
                 "buffer/transitions": float(collection.stored),
                 "buffer/achieved_goal_spread": datamodule.buffer.achieved_goal_spread(),
             }
-            trainer.logger.log_metrics(values, step=datamodule.env_steps)
+            monitor.log_scalars(trainer, values, datamodule.env_steps)
         actions = torch.cat([batch.action[batch.valid] for batch in batches])
         monitor.log_histogram(trainer, "train/actions", actions, datamodule.env_steps)
 

@@ -86,8 +86,7 @@ class Evaluator(Callback):
         metrics = summarize(episodes)
         step = datamodule.env_steps
         pl_module.log_dict(metrics, prog_bar=True, logger=False, batch_size=1)
-        if trainer.logger is not None:
-            trainer.logger.log_metrics(metrics, step=step)
+        monitor.log_scalars(trainer, metrics, step)
         progress = (
             f"{step:,} env steps, {datamodule.episodes:,} episodes, {pl_module.updates:,} updates, "
             f"{time.perf_counter() - self._fit_start:.0f} s"

@@ -329,8 +329,7 @@ class HERDDPG(pl.LightningModule):
             preactivation = self.actor.preactivation(batch.observation, batch.goal)
             # A policy saturated at the action bounds has no gradient left and stops changing: see losses.actor_loss.
             means["train/actor_saturation"] = float((preactivation.abs() > SATURATION_PREACTIVATION).float().mean())
-        if self.logger is not None:
-            self.logger.log_metrics(means, step=self.updates)
+        monitor.log_scalars(self.trainer, means, self.updates)
         if monitor.tensorboard(self.trainer) is not None and monitor.evaluation_epoch(self.trainer):
             with torch.no_grad():
                 q = self.critic(batch.observation, batch.goal, torch.tanh(preactivation))

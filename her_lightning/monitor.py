@@ -1,7 +1,8 @@
 """What goes to TensorBoard beyond scalars: histograms, figures, videos, the HParams tab and a success-rate chart.
 
-Scalars go through ``logger.log_metrics`` with an explicit step (environment steps for episode metrics,
-gradient updates for losses). Everything here needs a ``TensorBoardLogger`` and is skipped for other loggers.
+Scalars go to every logger of the run (``log_scalars``) with an explicit step: environment steps for episode
+metrics, gradient updates for losses. Everything else here needs a ``TensorBoardLogger`` and is skipped for other
+loggers.
 """
 
 from __future__ import annotations
@@ -26,6 +27,12 @@ def tensorboard(trainer: pl.Trainer) -> Any | None:
         if isinstance(logger, TensorBoardLogger) and trainer.is_global_zero:
             return logger.experiment
     return None
+
+
+def log_scalars(trainer: pl.Trainer, metrics: dict[str, float], step: int) -> None:
+    """``metrics`` at ``step`` to every logger of the run (``trainer.logger`` is only the first of them)."""
+    for logger in trainer.loggers:
+        logger.log_metrics(metrics, step=step)
 
 
 def evaluation_epoch(trainer: pl.Trainer) -> bool:
