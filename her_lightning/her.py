@@ -62,6 +62,12 @@ class HERSampler:
     displacing episodes (uniformly over their transitions) and the rest
     uniformly from all; while none is stored, the whole batch uniformly.
 
+    ``other_goal_share`` of the relabelled goals come from other episodes instead
+    of the strategy: the achieved goal after a uniformly drawn stored transition
+    (any episode's, this one's included, never a start state). mrl's "future +
+    actual" relabelling mixes goals so; such goals are mostly ones this episode
+    did not reach, where future goals are all reached.
+
     Args:
         buffer: The episodes to sample from.
         compute_reward: The task's vectorized reward function.
@@ -72,9 +78,11 @@ class HERSampler:
         generator: The sampling stream.
         displaced_share: Share of each batch drawn from the episodes that displaced their achieved goal; 0 samples
             uniformly.
+        other_goal_share: Share of the relabelled goals taken from any stored episode's achieved goals.
 
     Raises:
-        ValueError: If ``her_ratio`` or ``displaced_share`` is outside ``[0, 1]`` or ``strategy`` is unknown.
+        ValueError: If ``her_ratio``, ``displaced_share`` or ``other_goal_share`` is outside ``[0, 1]`` or
+            ``strategy`` is unknown.
     """
 
     def __init__(
@@ -87,8 +95,9 @@ class HERSampler:
         her_ratio: float = 0.8,
         generator: torch.Generator | None = None,
         displaced_share: float = 0.0,
+        other_goal_share: float = 0.0,
     ) -> None:
-        validate_her_options(strategy, her_ratio, displaced_share)
+        validate_her_options(strategy, her_ratio, displaced_share, other_goal_share)
         self.buffer = buffer
         self.compute_reward = compute_reward
         self.is_success = is_success
@@ -96,6 +105,7 @@ class HERSampler:
         self.strategy = GoalStrategy(strategy)
         self.her_ratio = her_ratio
         self.displaced_share = displaced_share
+        self.other_goal_share = other_goal_share
         self._displaced: tuple[int, torch.Tensor, torch.Tensor] | None = None  # buffer revision, _displaced_counts
         self.generator = generator if generator is not None else torch.Generator(buffer.device)
 
@@ -117,6 +127,8 @@ class HERSampler:
         next_row = (index.row + 1) % buffer.capacity
         goal_step = self._goal_step(index.t, index.length, u_goal)
         goal_row = (index.start + goal_step) % buffer.capacity
+        if self.other_goal_share > 0:
+            goal_row = self._mix_other_goals(goal_row)
         relabel = (u_relabel < self.her_ratio).unsqueeze(-1)
         _, achieved, _ = buffer.split(buffer.rows.index_select(0, goal_row))  # whole rows: one contiguous gather each
         goal = torch.where(relabel, achieved, buffer.desired_goal.index_select(0, index.episode))
@@ -128,6 +140,14 @@ class HERSampler:
         if self.terminate_on_success:
             terminal |= self.is_success(next_achieved, goal)
         return HERBatch(observation, goal, action, reward, next_observation, terminal.to(reward.dtype))
+
+    def _mix_other_goals(self, goal_row: torch.Tensor) -> torch.Tensor:
+        """Replaces ``other_goal_share`` of the goal rows with the state after a uniformly drawn stored transition."""
+        buffer, g = self.buffer, self.generator
+        pick = torch.rand(goal_row.shape, generator=g, device=goal_row.device)
+        other = torch.randint(buffer.num_transitions, goal_row.shape, generator=g, device=goal_row.device)
+        other_row = (buffer.locate(other).row + 1) % buffer.capacity
+        return torch.where(pick < self.other_goal_share, other_row, goal_row)
 
     def _favour_displaced(self, flat: torch.Tensor) -> torch.Tensor:
         """Replaces ``displaced_share`` of the transition numbers ``flat`` with ones drawn uniformly from the
@@ -167,12 +187,15 @@ def displaced_goal(is_success: GoalFn, first: torch.Tensor, last: torch.Tensor) 
     return ~is_success(last, first)
 
 
-def validate_her_options(strategy: GoalStrategy | str, her_ratio: float, displaced_share: float = 0.0) -> None:
+def validate_her_options(
+    strategy: GoalStrategy | str, her_ratio: float, displaced_share: float = 0.0, other_goal_share: float = 0.0
+) -> None:
     """Raise a ``ValueError`` naming the option if the HER settings are not allowed."""
     allowed = [s.value for s in GoalStrategy]
     if strategy not in allowed:
         raise ValueError(f"her_strategy={strategy!r} is unknown: choose one of {allowed}")
     if not 0.0 <= her_ratio <= 1.0:
         raise ValueError(f"her_ratio={her_ratio} is invalid: must be within [0, 1]")
-    if not 0.0 <= displaced_share <= 1.0:
-        raise ValueError(f"displaced_share={displaced_share} is invalid: must be within [0, 1]")
+    for name, share in [("displaced_share", displaced_share), ("other_goal_share", other_goal_share)]:
+        if not 0.0 <= share <= 1.0:
+            raise ValueError(f"{name}={share} is invalid: must be within [0, 1]")

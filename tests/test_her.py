@@ -122,6 +122,43 @@ def test_samples_after_wrap_come_only_from_stored_episodes() -> None:
         assert torch.equal(batch.goal[:, 0], batch.observation[:, 0])
 
 
+def other_goal_sampler(lengths: list[int], share: float, buffer: EpisodeBuffer | None = None) -> HERSampler:
+    if buffer is None:
+        buffer = EpisodeBuffer(500, obs_dim=2, goal_dim=2, action_dim=2, max_episode_steps=10)
+        buffer.add(tagged_episodes(lengths))
+    generator = torch.Generator().manual_seed(0)
+    return HERSampler(buffer, exact_match_reward, exact_match, True, "future", 1.0, generator, 0.0, share)
+
+
+def test_other_goals_are_achieved_goals_after_stored_transitions_drawn_uniformly() -> None:
+    lengths = [4, 10, 6]
+    batch, episode, t, goal_episode, goal_step = sample_tags(other_goal_sampler(lengths, 1.0), n=200000)
+    assert (goal_step >= 1).all() and (goal_step <= torch.tensor(lengths)[goal_episode]).all()  # never a start state
+    states = torch.unique(goal_episode * 100 + goal_step, return_counts=True)[1].float()
+    assert states.numel() == sum(lengths) and (states / states.mean() - 1).abs().max() < 0.05  # every state alike
+    assert (goal_step <= t)[goal_episode == episode].any()  # not the strategy's: the past of its own episode too
+    assert torch.equal(batch.reward, exact_match_reward(batch.next_observation, batch.goal))
+
+
+def test_other_goal_share_replaces_that_share_of_the_relabelled_goals() -> None:
+    lengths = [4, 10, 6]
+    _, episode, t, goal_episode, goal_step = sample_tags(other_goal_sampler(lengths, 0.5), n=200000)
+    same_episode = (torch.tensor(lengths) / sum(lengths)).square().sum().item()  # an other goal from its own episode
+    assert (goal_episode != episode).float().mean().item() == pytest.approx(0.5 * (1 - same_episode), abs=0.005)
+    _, episode, t, goal_episode, goal_step = sample_tags(other_goal_sampler(lengths, 0.0))
+    assert torch.equal(goal_episode, episode) and (goal_step > t).all()
+
+
+def test_other_goals_come_only_from_stored_episodes_after_the_buffer_wrapped() -> None:
+    buffer = EpisodeBuffer(25, obs_dim=2, goal_dim=2, action_dim=2, max_episode_steps=10)
+    sampler = other_goal_sampler([], 1.0, buffer)
+    for first in range(0, 30, 2):
+        buffer.add(tagged_episodes([7, 3], first_id=first))
+        goal_episode = sampler.sample(2000).goal[:, 0].long()
+        stored = {int(k) for k in buffer.observation[buffer.locate(torch.arange(len(buffer))).row][:, 0]}
+        assert set(goal_episode.tolist()) <= stored
+
+
 def still_and_displacing(lengths: list[int], still: list[int], first_id: int = 0) -> Episodes:
     """``tagged_episodes`` in which the episodes at the indices ``still`` keep their first achieved goal."""
     episodes = tagged_episodes(lengths, first_id)
