@@ -6,6 +6,7 @@ from typing import Any, NamedTuple
 
 import torch
 
+from her_lightning.options import check_memory
 from her_lightning.rollout import Episodes
 
 
@@ -55,6 +56,7 @@ class EpisodeBuffer:
                 f"buffer_size={capacity} is invalid: must hold at least one whole episode, "
                 f"i.e. max_episode_steps + 1 = {max_episode_steps + 1} states"
             )
+        self.check_fits(capacity, obs_dim, goal_dim, action_dim, device)
         self.capacity = capacity
         self.obs_dim, self.goal_dim, self.action_dim = obs_dim, goal_dim, action_dim
         self.max_episode_steps = max_episode_steps
@@ -77,6 +79,26 @@ class EpisodeBuffer:
         # Cumulative transition counts of the stored episodes, oldest first: what sampling searches.
         self._cum_transitions = torch.zeros(0, dtype=torch.long, device=self.device)
         self.revision = 0  # changes whenever the stored episodes do: what samplers key what they derive on
+
+    @staticmethod
+    def storage_bytes(capacity: int, obs_dim: int, goal_dim: int, action_dim: int) -> int:
+        """Bytes that a buffer of ``capacity`` states takes: its rows, and per episode slot (one per two rows) the
+        span, desired goal and failure flag, and the cumulative transition count that sampling searches."""
+        row = (obs_dim + goal_dim + action_dim) * torch.get_default_dtype().itemsize
+        slot = 3 * torch.long.itemsize + goal_dim * torch.get_default_dtype().itemsize + torch.bool.itemsize
+        return capacity * row + capacity // 2 * slot
+
+    @classmethod
+    def check_fits(
+        cls, capacity: int, obs_dim: int, goal_dim: int, action_dim: int, device: torch.device | str
+    ) -> None:
+        """Refuse, before allocating, a ``capacity`` whose storage does not fit in ``device``'s available memory.
+
+        Raises:
+            ValueError: Naming ``buffer_size``, the bytes it needs and the bytes available.
+        """
+        needed = cls.storage_bytes(capacity, obs_dim, goal_dim, action_dim)
+        check_memory("buffer_size", capacity, needed, device, "the episode buffer")
 
     def split(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Views of packed rows ``(..., obs + goal + action)`` as (observation, achieved goal, action)."""

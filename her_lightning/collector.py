@@ -17,6 +17,7 @@ from her_lightning.data import HERDataModule
 from her_lightning.distributed import gather_rank_states, rank_stream, select_rank_state
 from her_lightning.her import displaced_goal
 from her_lightning.module import HERDDPG
+from her_lightning.options import check_number
 from her_lightning.rng import make_generator
 from her_lightning.rollout import Policy, exploring, uniform_policy
 
@@ -63,16 +64,12 @@ class EpisodeCollector(Callback):
         warmup_batch: int | None = None,
         random_action_prob: float = 0.0,
     ) -> None:
-        if warmup_episodes < 0:
-            raise ValueError(f"warmup_episodes={warmup_episodes} is invalid: must be at least 0")
-        if episodes_per_epoch < 1:
-            raise ValueError(f"episodes_per_epoch={episodes_per_epoch} is invalid: must be at least 1")
-        if noise_std < 0:
-            raise ValueError(f"noise_std={noise_std} is invalid: must be at least 0")
-        if not 0.0 <= random_action_prob <= 1.0:
-            raise ValueError(f"random_action_prob={random_action_prob} is invalid: must be within [0, 1]")
-        if warmup_batch is not None and warmup_batch < 1:
-            raise ValueError(f"warmup_batch={warmup_batch} is invalid: must be at least 1, or null for all at once")
+        check_number("warmup_episodes", warmup_episodes, 0, integer=True)
+        check_number("episodes_per_epoch", episodes_per_epoch, 1, integer=True)
+        check_number("noise_std", noise_std, 0)
+        check_number("random_action_prob", random_action_prob, 0, 1)
+        if warmup_batch is not None:
+            check_number("warmup_batch", warmup_batch, 1, integer=True, note="or null for all at once")
         allowed = [p.value for p in WarmupPolicy]
         if warmup_policy not in allowed:
             raise ValueError(f"warmup_policy={warmup_policy!r} is unknown: choose one of {allowed}")

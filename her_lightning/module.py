@@ -18,6 +18,7 @@ from her_lightning.her import HERBatch
 from her_lightning.losses import SATURATION_PREACTIVATION, TargetSmoothing, actor_loss, critic_loss, td_target
 from her_lightning.networks import Actor, Critic, polyak_update
 from her_lightning.normalizer import RunningNormalizer
+from her_lightning.options import check_number
 from her_lightning.rng import make_generator, run_seed
 
 
@@ -127,27 +128,22 @@ class HERDDPG(pl.LightningModule):
     ) -> None:
         super().__init__()
         for name, value in [("obs_dim", obs_dim), ("goal_dim", goal_dim), ("action_dim", action_dim)]:
-            if value < 1:
-                raise ValueError(f"{name}={value} is invalid: must be at least 1")
-        if not hidden or min(hidden) < 1:
+            check_number(name, value, 1, integer=True)
+        if not hidden:
             raise ValueError(f"hidden={list(hidden)} is invalid: need one or more positive widths")
-        for name, value in [("actor_lr", actor_lr), ("critic_lr", critic_lr)]:
-            if value <= 0:
-                raise ValueError(f"{name}={value} is invalid: must be positive")
-        for name, value in [("gamma", gamma), ("tau", tau)]:
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name}={value} is invalid: must be within [0, 1]")
-        if tau == 0.0:
-            raise ValueError("tau=0.0 is invalid: must be within (0, 1] (at 0 the target networks never move)")
-        penalties = [("action_l2", action_l2), ("preactivation_l2", preactivation_l2)]
-        for name, value in [("target_policy_noise", target_policy_noise), *penalties]:
-            if value < 0:
-                raise ValueError(f"{name}={value} is invalid: must be at least 0")
-        for name, value in [("norm_clip", norm_clip), ("target_noise_clip", target_noise_clip)]:
-            if value <= 0:
-                raise ValueError(f"{name}={value} is invalid: must be positive")
-        if policy_delay < 1:
-            raise ValueError(f"policy_delay={policy_delay} is invalid: must be at least 1")
+        for i, width in enumerate(hidden):
+            check_number(f"hidden[{i}]", width, 1, integer=True)
+        for name, value in [("actor_lr", actor_lr), ("critic_lr", critic_lr), ("norm_clip", norm_clip),
+                            ("target_noise_clip", target_noise_clip)]:
+            check_number(name, value, 0, low_open=True)
+        check_number("gamma", gamma, 0, 1)
+        check_number("tau", tau, 0, 1, low_open=True, note="at 0 the target networks never move")
+        for name, value in [("target_policy_noise", target_policy_noise), ("action_l2", action_l2),
+                            ("preactivation_l2", preactivation_l2)]:
+            check_number(name, value, 0)
+        check_number("policy_delay", policy_delay, 1, integer=True)
+        for i, bound in enumerate(reward_range or ()):
+            check_number(f"reward_range[{i}]", bound)
         if clip_target and gamma >= 1.0:
             raise ValueError(f"clip_target needs gamma < 1 (the bounds are divided by 1 - gamma), got gamma={gamma}")
         if clip_target and reward_range is None:

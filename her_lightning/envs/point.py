@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from her_lightning.envs.base import GoalObs, StepResult
+from her_lightning.options import check_number
 
 if TYPE_CHECKING:
     from her_lightning.rollout import Episodes
@@ -55,13 +56,12 @@ class PointNavEnv:
         goal_high: float = 4.5,
         arena_size: float = 5.0,
     ) -> None:
-        if num_envs < 1:
-            raise ValueError(f"num_envs={num_envs} is invalid: must be at least 1")
-        if max_episode_steps < 1:
-            raise ValueError(f"max_episode_steps={max_episode_steps} is invalid: must be at least 1")
-        if threshold <= 0:
-            raise ValueError(f"threshold={threshold} is invalid: must be positive")
-        if not 0 <= goal_low <= goal_high <= arena_size:
+        for name, value in [("num_envs", num_envs), ("max_episode_steps", max_episode_steps)]:
+            check_number(name, value, 1, integer=True)
+        check_number("threshold", threshold, 0, low_open=True)
+        for name, value in [("goal_low", goal_low), ("goal_high", goal_high), ("arena_size", arena_size)]:
+            check_number(name, value, 0)
+        if not goal_low <= goal_high <= arena_size:
             raise ValueError(
                 f"goal_low={goal_low}, goal_high={goal_high} are invalid: "
                 f"need 0 <= goal_low <= goal_high <= arena_size={arena_size}"
