@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import pickle
 import re
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -66,11 +68,13 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
     Every stored record's CRC is checked first; then that the file loads with ``weights_only=True`` and holds
     a model's weights and hyper-parameters (a torch file that is not a training checkpoint is refused here,
-    not half-way through a run). An older checkpoint's contents come in the current layout (``upgrade``).
+    not half-way through a run); then that the weights are finite and are the ones its hyper-parameters make
+    (``weights_disagreement``). An older checkpoint's contents come in the current layout (``upgrade``).
 
     Raises:
-        CheckpointError: If the file is missing, a directory, truncated, corrupt or not a her-lightning
-            checkpoint; the message names it.
+        CheckpointError: If the file is missing, a directory, truncated, corrupt, not a her-lightning
+            checkpoint, or holds weights that are not finite or that its hyper-parameters do not make; the
+            message names it and what is wrong.
     """
     path = Path(path)
     _verify_file(path)
@@ -85,7 +89,124 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(
             _unreadable(path, f"not a her-lightning checkpoint: its hyper-parameters lack {', '.join(missing)}")
         )
+    bad = non_finite_weights(contents["state_dict"])
+    if bad:
+        raise CheckpointError(
+            _unreadable(path, f"weights {_some(bad)} are NaN or infinite (the run diverged, or the file was edited)")
+        )
+    disagreement = weights_disagreement(contents["hyper_parameters"], contents["state_dict"])
+    if disagreement is not None:
+        raise CheckpointError(_unreadable(path, disagreement))
     return upgrade(contents)
+
+
+# The hyper-parameters that decide which weights the model has and their shapes.
+SHAPING_HYPER_PARAMETERS = (
+    "obs_dim", "goal_dim", "action_dim", "hidden", "twin_critics", "critic_layer_norm", "normalize_inputs"
+)
+
+
+def non_finite_weights(weights: dict[str, torch.Tensor]) -> list[str]:
+    """The names of the floating-point weights that hold a NaN or an infinity."""
+    return [name for name, value in weights.items() if value.is_floating_point() and not torch.isfinite(value).all()]
+
+
+def weights_disagreement(hparams: dict[str, Any], weights: dict[str, torch.Tensor]) -> str | None:
+    """What differs between ``weights`` and the weights of the module that ``hparams`` make, in words that name
+    the hyper-parameters to blame; ``None`` where they agree.
+
+    The module is built on the meta device (shapes without memory), so the comparison is exact for every
+    network and normalizer it has. A shaping hyper-parameter is blamed for a difference where another value of
+    it changes what differs: the size of that dimension, or whether that weight exists.
+    """
+    try:
+        settings = _module_settings(hparams)
+        made = _weight_shapes(settings)
+    except (ValueError, TypeError) as error:
+        return f"its hyper-parameters are invalid: {error}"
+    held = {name: tuple(value.shape) for name, value in weights.items()}
+    reshaped = [name for name, shape in made.items() if name in held and held[name] != shape]
+    if reshaped:
+        name = reshaped[0]
+        blamed = _blamed(settings, lambda shapes: _dimensions_differ(shapes.get(name), made[name], held[name]))
+        return (
+            f"its hyper-parameters disagree with its weights: weight {name} is {held[name]} in the file, "
+            f"where {_named(settings, blamed)} make{'s' if len(blamed) == 1 else ''} it {made[name]}"
+        )
+    lacking = [name for name in made if name not in held]
+    if lacking:
+        blamed = _blamed(settings, lambda shapes: lacking[0] not in shapes)
+        return (
+            f"its hyper-parameters disagree with its weights: {_named(settings, blamed)} "
+            f"make{'s' if len(blamed) == 1 else ''} weights {_some(lacking)}, which the file lacks"
+        )
+    extra = [name for name in held if name not in made]
+    if extra:
+        blamed = _blamed(settings, lambda shapes: extra[0] in shapes)
+        return (
+            f"the file holds weights {_some(extra)}, which {_named(settings, blamed)} "
+            f"do{'es' if len(blamed) == 1 else ''} not make"
+        )
+    return None
+
+
+def _learner() -> type:
+    """The learner whose weights checkpoints hold; imported here, not at the top, as module.py imports this module."""
+    from her_lightning.module import HERDDPG
+
+    return HERDDPG
+
+
+def _module_settings(hparams: dict[str, Any]) -> dict[str, Any]:
+    """The learner's arguments from a checkpoint's hyper-parameters, with the defaults of those it lacks."""
+    parameters = inspect.signature(_learner()).parameters.values()
+    return {p.name: hparams.get(p.name, p.default) for p in parameters if p.name in hparams or p.default is not p.empty}
+
+
+def _weight_shapes(settings: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    """The name and shape of every weight of the learner made with ``settings``, built on the meta device.
+
+    Raises:
+        ValueError: If the learner refuses a setting.
+    """
+    with torch.device("meta"):
+        module = _learner()(**settings)
+    return {name: tuple(value.shape) for name, value in module.state_dict().items()}
+
+
+def _blamed(settings: dict[str, Any], changes: Callable[[dict[str, tuple[int, ...]]], bool]) -> list[str]:
+    """The shaping hyper-parameters another value of which ``changes`` the weights the learner has."""
+    return [
+        key for key in SHAPING_HYPER_PARAMETERS if changes(_weight_shapes({**settings, key: _other(settings[key])}))
+    ]
+
+
+def _dimensions_differ(shape: tuple[int, ...] | None, made: tuple[int, ...], held: tuple[int, ...]) -> bool:
+    """Whether ``shape`` differs from ``made`` where ``made`` differs from ``held``; ``None`` (no such weight) does."""
+    if shape is None or len(shape) != len(made) or len(made) != len(held):
+        return True
+    return any(shape[i] != made[i] for i in range(len(made)) if made[i] != held[i])
+
+
+def _other(value: Any) -> Any:
+    """Another value of a shaping hyper-parameter, which changes every shape and weight it decides: the other
+    boolean, a size one larger, or every hidden width one larger and one more hidden layer."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value + 1
+    return [width + 1 for width in value] + [1]
+
+
+def _named(settings: dict[str, Any], keys: list[str]) -> str:
+    """``hidden=[64, 64]``, ``obs_dim=5 and goal_dim=2``; ``its hyper-parameters`` for none."""
+    named = [f"{key}={settings[key]!r}" for key in keys]
+    return " and ".join([", ".join(named[:-1]), named[-1]] if len(named) > 1 else named) or "its hyper-parameters"
+
+
+def _some(names: list[str]) -> str:
+    """The first three names, and ``...`` where there are more."""
+    return f"{', '.join(names[:3])}{', ...' if len(names) > 3 else ''}"
 
 
 def upgrade(checkpoint: dict[str, Any]) -> dict[str, Any]:
@@ -144,21 +265,28 @@ def _unreadable(path: Path, why: str) -> str:
 
 
 def _first_reason(error: Exception) -> str:
-    """The line of a loading error that says what is wrong (torch's weights-only refusal puts it deep inside)."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    for line in lines:
-        if "WeightsUnpickler error:" in line:
-            return line.partition("WeightsUnpickler error:")[2].strip().split(". ")[0]
-    return lines[0] if lines else type(error).__name__
+    """What a loading error says is wrong: the global that torch's weights-only loading refused, by name, where
+    it refused one (deep inside its message). Torch's advice to load the file without weights-only, which would
+    run whatever the file calls, is never passed on."""
+    text = str(error)
+    refused = re.search(r"GLOBAL ([\w.]+)", text)
+    if refused:
+        return f"it refers to {refused.group(1).rstrip('.')}, a global no checkpoint holds; refused, nothing run"
+    unpickler = re.search(r"WeightsUnpickler error: (.+?)(?:\. |$)", text, re.MULTILINE)
+    if unpickler:
+        return unpickler.group(1)
+    if "weights_only" in text or text.startswith("Weights only load failed"):
+        return "it holds objects other than tensors, numbers, strings, lists and dicts"
+    lines = text.strip().splitlines()
+    return lines[0].strip() if lines else type(error).__name__
 
 
 def _refuse_non_finite_weights(checkpoint: dict[str, Any], target: str | Path) -> None:
     """Never replace a checkpoint by one whose weights hold NaN or infinity (a diverged run)."""
-    weights = checkpoint.get("state_dict", {})
-    bad = [name for name, value in weights.items() if value.is_floating_point() and not torch.isfinite(value).all()]
+    bad = non_finite_weights(checkpoint.get("state_dict", {}))
     if bad:
         raise CheckpointError(
-            f"not writing checkpoint {target}: weights {', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''} "
+            f"not writing checkpoint {target}: weights {_some(bad)} "
             "are NaN or infinite (the run diverged); the checkpoint already there is left as it was"
         )
 

@@ -5,7 +5,9 @@ env's ``compute_reward`` and success criterion. Where the env's conventions diff
 found out (a reward with a step penalty that ``compute_reward`` lacks, a success flag under another key, an
 env that ends episodes on reaching the goal though ``terminate_on_success`` says it does not), training
 would silently learn from wrong labels. Every collected batch of real transitions is therefore relabelled
-with its own goals and compared with what the env reported; a disagreement stops the run.
+with its own goals and compared with what the env reported; a disagreement stops the run. Where
+``terminate_on_success`` was left out, ``ends_on_success`` tells from the episodes whether the env ends them on
+reaching the goal (``HERDataModule.collect`` then takes it as true).
 """
 
 from __future__ import annotations
@@ -59,16 +61,36 @@ def check_episodes(env: GoalEnv, episodes: Episodes, name: str) -> None:
             f"the success criterion on {int(reached.sum())}, disagreeing on {int(differs.sum())}; name the env's "
             "own flag with data.env.kwargs.success_key, or the criterion with success_threshold or success_fn"
         )
-    ended_on_success = int((episodes.terminated & episodes.success).sum())
-    if not env.terminate_on_success and ended_on_success:
+    ended, went_on = _ended_on_success(episodes), _went_on_past_success(episodes)
+    if ended and went_on:
         raise ConventionError(
-            f"env {name} ended {ended_on_success} episodes on reaching the goal, but terminate_on_success is "
-            "false: set data.env.kwargs.terminate_on_success: true"
+            f"env {name} ended {ended} episodes on reaching the goal but went on past it on {went_on} transitions: "
+            "its endings do not match its success, and HER labels every reached goal one way (terminate_on_success)"
         )
-    last = torch.arange(valid.shape[1], device=valid.device) == episodes.length.unsqueeze(1) - 1
-    went_on = int((episodes.step_success & ~(last & episodes.terminated.unsqueeze(1))).sum())
+    if not env.terminate_on_success and ended:
+        raise ConventionError(
+            f"env {name} ended {ended} episodes on reaching the goal, but terminate_on_success is false: set "
+            "data.env.kwargs.terminate_on_success: true, or leave it out to have it found from the episodes"
+        )
     if env.terminate_on_success and went_on:
         raise ConventionError(
             f"env {name} reached the goal without ending the episode on {went_on} transitions, but "
             "terminate_on_success is true: set data.env.kwargs.terminate_on_success: false"
         )
+
+
+def ends_on_success(episodes: Episodes) -> bool:
+    """Whether ``episodes`` show an env that ends its episodes on reaching the goal: some ended there, and no step
+    reached the goal without ending its episode."""
+    return _ended_on_success(episodes) > 0 and _went_on_past_success(episodes) == 0
+
+
+def _ended_on_success(episodes: Episodes) -> int:
+    """The episodes that the env ended on reaching the goal."""
+    return int((episodes.terminated & episodes.success).sum())
+
+
+def _went_on_past_success(episodes: Episodes) -> int:
+    """The steps that reached the goal without the env ending their episode there."""
+    last = torch.arange(episodes.valid.shape[1], device=episodes.valid.device) == episodes.length.unsqueeze(1) - 1
+    return int((episodes.step_success & ~(last & episodes.terminated.unsqueeze(1))).sum())

@@ -5,22 +5,25 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader, IterableDataset
 
 from her_lightning.buffer import EpisodeBuffer
-from her_lightning.conventions import check_episodes
+from her_lightning.conventions import check_episodes, ends_on_success
 from her_lightning.distributed import gather_rank_states, rank_stream, select_rank_state, sum_over_ranks
 from her_lightning.envs import GoalEnv, close_env, make_env
 from her_lightning.her import GoalStrategy, HERBatch, HERSampler, validate_her_options
+from her_lightning.options import check_number, check_seed
 from her_lightning.rng import derive_seed, make_generator, run_seed
 from her_lightning.rollout import Episodes, Policy, film, play, rollout
 
+# The data.env.kwargs key that, left out, is found from the collected episodes (``HERDataModule.collect``).
+TERMINATE_ON_SUCCESS = "terminate_on_success"
 # Lightning warns that a dataset length can be wrong with several loader workers; batches are drawn in-process.
 warnings.filterwarnings("ignore", message=r".*`IterableDataset` has `__len__` defined.*")
 
@@ -35,7 +38,9 @@ class EnvConfig:
         num_envs: Episodes collected at once (one batched env step advances all of them).
         kwargs: Extra keyword arguments for the task's constructor (for a Gymnasium env: ``gymnasium.make``'s,
             and the adapter's ``vectorization_mode``, ``terminate_on_success``, ``success_key``,
-            ``success_threshold`` and ``success_fn``; see ``GymnasiumGoalEnv``).
+            ``success_threshold`` and ``success_fn``; see ``GymnasiumGoalEnv``). A Gymnasium env's
+            ``terminate_on_success`` left out is taken as true once collected episodes show the env ending them
+            on reaching the goal (``HERDataModule.collect``).
     """
 
     id: str = "point2d"
@@ -139,13 +144,15 @@ class HERDataModule(pl.LightningDataModule):
         self.env_config = env if env is not None else EnvConfig()
         for name, value in [
             ("env.num_envs", self.env_config.num_envs),
+            ("buffer_size", buffer_size),
             ("batch_size", batch_size),
             ("batches_per_epoch", batches_per_epoch),
             ("eval_episodes", eval_episodes),
             ("eval_envs", 1 if eval_envs is None else eval_envs),
         ]:
-            if value < 1:
-                raise ValueError(f"{name}={value} is invalid: must be at least 1")
+            check_number(name, value, 1, integer=True)
+        if seed is not None:
+            check_seed("seed", seed)
         validate_her_options(her_strategy, her_ratio, displaced_share)
         probe = make_env(self.env_config.id, 1, 0, **self.env_config.kwargs)
         self.obs_dim, self.goal_dim, self.action_dim = probe.obs_dim, probe.goal_dim, probe.action_dim
@@ -214,6 +221,15 @@ class HERDataModule(pl.LightningDataModule):
         """The training device: envs, buffer and batches all live there."""
         return self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
 
+    def check_fits(self, device: torch.device) -> None:
+        """Refuse a ``buffer_size`` whose episode buffer does not fit in ``device``'s available memory, before
+        ``setup`` allocates it there.
+
+        Raises:
+            ValueError: Naming ``buffer_size``, the bytes it needs and the bytes available.
+        """
+        EpisodeBuffer.check_fits(self.buffer_size, self.obs_dim, self.goal_dim, self.action_dim, device)
+
     def make_env(self, num_envs: int, stream: str) -> GoalEnv:
         """A new batch of ``num_envs`` episodes of the task, seeded from the run seed and ``stream``."""
         cfg = self.env_config
@@ -224,12 +240,17 @@ class HERDataModule(pl.LightningDataModule):
 
         They are played ``env.num_envs`` at a time on the training env, or, with ``num_envs``, that many
         at a time on a fresh env of the run's ``warmup`` stream (closed after). Every batch is checked
-        against the env's own labels first (``conventions.check_episodes``): a disagreement stops the run.
+        against the env's own labels first (``conventions.check_episodes``): a disagreement stops the run. Where
+        the config left ``terminate_on_success`` out, the first episodes that show the env ending them on reaching
+        the goal make it true for the rest of the run (``_take_terminate_on_success``).
         """
         env = self.env if num_envs is None else self.make_env(num_envs, rank_stream("warmup"))
+        found = False  # whether these episodes showed that the env ends them on reaching the goal
         played = []
         for _ in range(math.ceil(num_episodes / env.num_envs)):
             episodes = rollout(env, policy)
+            if self._shows_termination(env, episodes):
+                env.terminate_on_success = found = True
             check_episodes(env, episodes, self.env_config.id)
             self.buffer.add(episodes)
             played.append(episodes)
@@ -239,11 +260,38 @@ class HERDataModule(pl.LightningDataModule):
         lengths = torch.cat([episodes.length for episodes in played])
         new_transitions = int(lengths.sum())
         goals = self.goal_sampler.sample(new_transitions, newest=new_transitions).goal
-        counts = torch.tensor([new_transitions, lengths.numel(), self.buffer.num_transitions], device=self.device)
-        steps, done, stored = sum_over_ranks(counts).tolist()  # every rank's episodes
+        counts = torch.tensor(
+            [new_transitions, lengths.numel(), self.buffer.num_transitions, found], device=self.device
+        )
+        steps, done, stored, found_by = sum_over_ranks(counts).tolist()  # every rank's episodes
+        if found_by:  # on every rank alike, so that all ranks label their batches alike
+            self._take_terminate_on_success("seen in the episodes collected")
         self.env_steps += steps
         self.episodes += done
         return Collection(played, observations, goals, steps, stored)
+
+    def _shows_termination(self, env: GoalEnv, episodes: Episodes) -> bool:
+        """Whether ``episodes`` show that ``env`` ends its episodes on reaching the goal, where the config left
+        ``terminate_on_success`` out and the env does not say so itself."""
+        unset = TERMINATE_ON_SUCCESS not in self.env_config.kwargs and not env.terminate_on_success
+        return unset and ends_on_success(episodes)
+
+    def _take_terminate_on_success(self, source: str) -> None:
+        """Train on as if the config set ``terminate_on_success: true``: the training env's check and the samplers'
+        terminals use it, and the task record holds it (checkpoints keep it for a resume, ``test`` and ``export``).
+
+        Deliberate: an env given by id alone that ends its episodes on reaching the goal (Stable-Baselines3's
+        BitFlippingEnv, PointMaze with ``continuing_task: false``) trains as Stable-Baselines3 trains it, without
+        the setting; an explicit ``false`` is still refused by ``check_episodes``.
+        """
+        cfg = self.env_config
+        self.env_config = replace(cfg, kwargs={**cfg.kwargs, TERMINATE_ON_SUCCESS: True})
+        for user in (self.env, self.sampler, self.goal_sampler):
+            user.terminate_on_success = True
+        rank_zero_info(
+            f"env {cfg.id} ends its episodes on reaching the goal ({source}): terminate_on_success is taken as true "
+            "(data.env.kwargs.terminate_on_success: true would say so in the config)"
+        )
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(HERDataset(self.sampler, self.batch_size, self.batches_per_epoch), batch_size=None)
@@ -299,7 +347,8 @@ class HERDataModule(pl.LightningDataModule):
 
         Under DDP, every rank's (see ``distributed.gather_rank_states``). Beside them the ``counters`` and, under
         ``task``, the ``task_record`` that ``her-lightning export`` and ``test`` read (not loaded back: the config
-        decides the task).
+        decides the task, but for a ``terminate_on_success`` that the run took from its episodes, which a resume
+        takes too).
         """
         state = {
             "env": self.env.state_dict(),
@@ -312,6 +361,9 @@ class HERDataModule(pl.LightningDataModule):
         return {**gather_rank_states(state), "counters": counters, "task": self.task_record()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        recorded = state.get("task", {}).get("env", {}).get("kwargs", {})
+        if recorded.get(TERMINATE_ON_SUCCESS) and TERMINATE_ON_SUCCESS not in self.env_config.kwargs:
+            self._take_terminate_on_success("the checkpoint's run trained so")
         counters = state.get("counters", {})
         self.env_steps, self.episodes = counters.get("env_steps", 0), counters.get("episodes", 0)
         state = select_rank_state(state, "episode buffer and random streams")

@@ -3,21 +3,33 @@
 One small env per convention (tests/goal_envs.py): integer observations, a 0/1 reward with ``info["success"]``,
 episodes that end on a failure, a dense reward, a goal that moves within an episode, a step reward that
 ``compute_reward`` does not reproduce. Each shows the right labels, and a wrong setting gives a one-line error.
+Envs that end their episodes on reaching the goal, given by id alone (Stable-Baselines3's BitFlippingEnv,
+PointMaze), train with ``terminate_on_success`` found from their episodes.
 """
 
 from __future__ import annotations
 
+import importlib
+from pathlib import Path
+
 import lightning.pytorch as pl
+import numpy as np
 import pytest
 import torch
+from test_faults import fit, fit_command, refused, run_folder
 
 from her_lightning import HERDDPG, EnvConfig, HERDataModule
+from her_lightning.checkpoint import DATA_STATE
+from her_lightning.cli import main
 from her_lightning.conventions import ConventionError
 from her_lightning.envs import make_env
 from her_lightning.module import value_range
 from her_lightning.rollout import Policy, uniform_policy
 
-pytest.importorskip("gymnasium", reason="the Gymnasium adapter needs gymnasium (the dev and robotics extras)")
+gymnasium = pytest.importorskip(
+    "gymnasium", reason="the Gymnasium adapter needs gymnasium (the dev and robotics extras)"
+)
+ToyReach = importlib.import_module("goal_envs").ToyReach  # imported once gymnasium, which it needs, is there
 
 
 def to_goal(observation: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
@@ -72,7 +84,12 @@ def test_a_failure_ends_the_episode_and_stays_terminal_under_every_goal() -> Non
     ("env_id", "kwargs", "message"),
     [
         ("ToyReach-v0", {"terminate_on_success": True}, "without ending the episode .*terminate_on_success: false"),
-        ("ToyReach-v0", {"end_on_success": True}, "ended .* episodes on reaching the goal.*terminate_on_success: true"),
+        (
+            "ToyReach-v0",
+            {"end_on_success": True, "terminate_on_success": False},
+            ("ended .* episodes on reaching the goal, but terminate_on_success is false: set "
+             "data.env.kwargs.terminate_on_success: true, or leave it out"),
+        ),
     ],
 )
 def test_a_wrong_termination_setting_stops_the_run(env_id: str, kwargs: dict, message: str) -> None:
@@ -139,3 +156,133 @@ def test_seed_none_takes_the_seed_of_seed_everything() -> None:
     data = HERDataModule(seed=None)
     data.setup("fit")
     assert data.seed == 7
+
+
+FOUND = "terminate_on_success is taken as true"  # the line that says it was found from the episodes
+
+
+@pytest.fixture
+def said(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The lines the data module prints (with ``rank_zero_info``), collected."""
+    printed: list[str] = []
+    monkeypatch.setattr("her_lightning.data.rank_zero_info", printed.append)
+    return printed
+
+
+def found_line(printed: list[str], env_id: str) -> str:
+    """The one line saying that ``env_id``'s terminate_on_success was found from its episodes."""
+    lines = [line for line in printed if FOUND in line]
+    assert len(lines) == 1 and f"env {env_id} ends its episodes on reaching the goal" in lines[0], printed
+    return lines[0]
+
+
+def test_an_env_that_ends_episodes_on_reaching_the_goal_is_trained_as_such_without_the_setting(said: list[str]) -> None:
+    data = collected("ToyReach-v0", to_goal, her_ratio=1.0, end_on_success=True)
+    found_line(said, "goal_envs:ToyReach-v0")
+    batch = data.sampler.sample(512)
+    assert torch.equal(batch.terminal, batch.reward + 1.0) and batch.terminal.any()  # reached goals are terminal
+    assert data.task_record()["env"]["kwargs"] == {"end_on_success": True, "terminate_on_success": True}
+    assert data.env.terminate_on_success
+
+
+def test_an_env_that_goes_on_past_the_goal_keeps_terminate_on_success_false(said: list[str]) -> None:
+    data = collected("ToyReach-v0", to_goal, her_ratio=1.0)
+    assert not [message for message in said if FOUND in message]
+    assert not data.sampler.sample(512).terminal.any() and data.task_record()["env"]["kwargs"] == {}
+
+
+class HalfEndingReach(ToyReach):
+    """Ends an episode on reaching the goal only where the goal lies right of the origin: its endings do not match
+    its success."""
+
+    def step(self, action: np.ndarray) -> tuple[dict, float, bool, bool, dict]:
+        obs, reward, _, truncated, info = super().step(action)
+        return obs, reward, bool(info["is_success"]) and bool(self.goal[0] > 0), truncated, info
+
+
+gymnasium.register("HalfEndingReach-v0", entry_point=HalfEndingReach, max_episode_steps=20)
+
+
+def test_endings_that_do_not_match_success_are_refused_whatever_the_setting() -> None:
+    for kwargs in ({}, {"terminate_on_success": True}):
+        env = EnvConfig(id="HalfEndingReach-v0", num_envs=8, kwargs=kwargs)
+        data = HERDataModule(env=env, buffer_size=2_000, seed=0)
+        data.setup("fit")
+        with pytest.raises(ConventionError, match=r"env HalfEndingReach-v0 ended \d+ episodes on reaching the goal but "
+                                                  r"went on past it on \d+ transitions: its endings do not match"):
+            data.collect(to_goal, 8)
+
+
+def test_a_resume_keeps_the_terminate_on_success_found_by_the_checkpoints_run(said: list[str]) -> None:
+    state = collected("ToyReach-v0", to_goal, end_on_success=True).state_dict()
+    resumed = HERDataModule(env=EnvConfig(id="goal_envs:ToyReach-v0", num_envs=4, kwargs={"end_on_success": True}),
+                            buffer_size=2_000, seed=0)
+    resumed.setup("fit")
+    said.clear()
+    resumed.load_state_dict(state)
+    assert "the checkpoint's run trained so" in found_line(said, "goal_envs:ToyReach-v0")
+    assert resumed.sampler.terminate_on_success and resumed.env.terminate_on_success
+    assert resumed.task_record()["env"]["kwargs"]["terminate_on_success"] is True
+
+
+BIT_FLIPPING = "BitFlipping-v0"
+
+
+@pytest.fixture(scope="module")
+def bit_flipping() -> str:
+    """Stable-Baselines3's BitFlippingEnv (4 bits, continuous actions), registered under ``BIT_FLIPPING``."""
+    envs = pytest.importorskip("stable_baselines3.common.envs", reason="BitFlippingEnv is Stable-Baselines3's")
+    gymnasium.register(BIT_FLIPPING, entry_point=envs.BitFlippingEnv, kwargs={"n_bits": 4, "continuous": True},
+                       max_episode_steps=4)
+    return BIT_FLIPPING
+
+
+def test_bit_flipping_given_by_id_alone_trains_with_terminate_on_success_found(
+    bit_flipping: str, tmp_path: Path, said: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    fit(tmp_path, 2, "--data.env.id", bit_flipping, "--collector.warmup_episodes", "32")
+    found_line(said, bit_flipping)
+    checkpoint = run_folder(tmp_path) / "checkpoints" / "last.ckpt"
+    contents = torch.load(checkpoint, weights_only=True)
+    assert contents[DATA_STATE]["task"]["env"]["kwargs"] == {"terminate_on_success": True}  # what test and export read
+    assert contents["run_settings"]["data"]["env"]["kwargs"] == {}  # the config as given
+    main(["test", str(checkpoint), "--episodes", "8"])
+    assert f"test of {checkpoint} ({bit_flipping}, " in capsys.readouterr().out
+
+
+def test_point_maze_given_by_id_trains_with_terminate_on_success_found(tmp_path: Path, said: list[str]) -> None:
+    pytest.importorskip("gymnasium_robotics", reason="PointMaze needs the robotics extra: pip install -e '.[robotics]'")
+    fit(tmp_path, 1, "--data.env.id", "PointMaze_UMaze-v3", "--data.env.kwargs", "{continuing_task: false}",
+        "--collector.warmup_episodes", "8", "--data.eval_episodes", "2")
+    found_line(said, "PointMaze_UMaze-v3")
+    contents = torch.load(run_folder(tmp_path) / "checkpoints" / "last.ckpt", weights_only=True)
+    assert contents[DATA_STATE]["task"]["env"]["kwargs"] == {"continuing_task": False, "terminate_on_success": True}
+
+
+def test_a_run_that_found_terminate_on_success_resumes_exactly(tmp_path: Path, said: list[str]) -> None:
+    """On the toy env, whose episodes are short: BitFlippingEnv draws its start states from a space's own random
+    stream, which no checkpoint holds, so its runs do not resume exactly whatever the setting."""
+    task = ("--data.env.id", "goal_envs:ToyReach-v0", "--data.env.kwargs", "{end_on_success: true}",
+            "--collector.warmup_episodes", "32")
+    fit(tmp_path / "straight", 3, *task)
+    found_line(said, "goal_envs:ToyReach-v0")
+    fit(tmp_path / "resumed", 2, *task)
+    said.clear()
+    fit(tmp_path / "resumed", 3, *task, "--ckpt_path", "last")
+    assert "the checkpoint's run trained so" in found_line(said, "goal_envs:ToyReach-v0")
+    straight, resumed = (
+        torch.load(run_folder(tmp_path / run) / "checkpoints" / "last.ckpt", weights_only=True)
+        for run in ("straight", "resumed")
+    )
+    assert straight["state_dict"].keys() == resumed["state_dict"].keys()
+    for name, weights in straight["state_dict"].items():
+        assert torch.equal(weights, resumed["state_dict"][name]), name
+
+
+def test_an_explicit_false_for_an_env_that_ends_on_the_goal_is_one_line(
+    bit_flipping: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    error = refused(capsys, fit_command(tmp_path, 2, "--data.env.id", bit_flipping, "--collector.warmup_episodes", "32",
+                                        "--data.env.kwargs", "{terminate_on_success: false}"))
+    assert f"env {bit_flipping} ended" in error
+    assert "episodes on reaching the goal, but terminate_on_success is false" in error

@@ -86,7 +86,8 @@ class GymnasiumGoalEnv:
         device: Where the tensors handed out live.
         vectorization_mode: ``sync`` (one process) or ``async`` (one process per copy).
         terminate_on_success: Whether reaching the goal ends an episode in this task (``False`` for Fetch,
-            ``True`` for PointMaze and AntMaze).
+            ``True`` for PointMaze and AntMaze). Left out of ``data.env.kwargs``, training takes it as ``True``
+            once collected episodes show the env ending them on reaching the goal (``HERDataModule.collect``).
         success_key: The ``info`` key of the env's success flag; ``None`` finds ``is_success`` or ``success``.
         success_threshold: A goal is reached within this L2 distance (needed for dense rewards).
         success_fn: ``module:function`` mapping batches of achieved and desired goals (numpy) to booleans.
