@@ -78,12 +78,19 @@ class RunFolderLock:
 
     Raises:
         RunFolderBusy: If another process holds it; the message names its pid.
+        RunFolderError: If ``fit.lock`` is a directory.
     """
 
     def __init__(self, folder: str | Path) -> None:
         self.path = Path(folder) / LOCK_FILE
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        except IsADirectoryError:
+            raise RunFolderError(
+                f"cannot lock run folder {self.path.parent}: {self.path} is a directory, not a file; remove it "
+                "(fit keeps its pid in that file while it runs, so that no second fit writes into the folder)"
+            ) from None
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -103,7 +110,11 @@ class RunFolderLock:
             self._fd = -1
 
 
-class RunFolderBusy(RuntimeError):
+class RunFolderError(RuntimeError):
+    """The run folder cannot be written by this ``fit``; the message says why and what to do."""
+
+
+class RunFolderBusy(RunFolderError):
     """Another process is fitting into the run folder."""
 
 
