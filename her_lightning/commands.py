@@ -51,8 +51,11 @@ def checkpoint_test_main(args: list[str]) -> None:
         f"test of {summary['checkpoint']} ({summary['env_id']}, {counters['env_steps']:,} env steps trained): "
         f"{summary['episodes']:,} episodes, seed {summary['seed']}: success rate {summary['success_rate']:.3f} "
         f"(95% interval {low:.3f}-{high:.3f}), mean return {summary['episode_return_mean']:.2f}, "
-        f"mean length {summary['episode_length_mean']:.1f}; written to {summary['output']}"
+        f"mean length {summary['episode_length_mean']:.1f}"
+        + ("" if "output_error" in summary else f"; written to {summary['output']}")
     )
+    if "output_error" in summary:  # the result is printed above; the run still did not do all it was asked
+        fail(f"the result above was not written to {summary['output']}: {summary['output_error']}")
 
 
 def export_main(args: list[str]) -> None:
@@ -65,12 +68,20 @@ def export_main(args: list[str]) -> None:
     parser.add_argument(
         "checkpoint", help="a training checkpoint, e.g. lightning_logs/point2d/version_0/checkpoints/last.ckpt"
     )
-    parser.add_argument("output", help="the policy file to write: its suffix picks the format, e.g. policy.pt2")
+    parser.add_argument(
+        "output",
+        help="the policy file to write, in an existing folder: its suffix picks the format, e.g. policy.pt2",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists (default: refuse)")
     options = parser.parse_args(args)
     try:
-        path = export_policy(options.checkpoint, options.output)
+        path = export_policy(options.checkpoint, options.output, options.overwrite)
     except (CheckpointError, ValueError, ImportError) as error:  # a bad checkpoint, suffix, or missing extra
         fail(str(error))
+    except FileExistsError:
+        fail(f"cannot write {options.output}: it already exists (--overwrite replaces it)")
+    except OSError as error:  # the output path, or a failed write (reading the checkpoint raises CheckpointError)
+        fail(f"cannot write {options.output}: {error.strerror}")
     print(f"exported the policy of {options.checkpoint} to {path}")
 
 

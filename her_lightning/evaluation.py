@@ -19,9 +19,11 @@ from her_lightning.checkpoint import DATA_STATE, read_checkpoint, trained
 from her_lightning.data import HERDataModule
 from her_lightning.envs import close_env, make_env
 from her_lightning.export import policy_from_checkpoint
+from her_lightning.files import atomic_write
 from her_lightning.module import HERDDPG
+from her_lightning.options import check_memory, check_number, check_seed
 from her_lightning.rng import derive_seed
-from her_lightning.rollout import Episodes, play
+from her_lightning.rollout import Episodes, Policy, play, rollout
 
 
 def summarize(episodes: Episodes) -> dict[str, float]:
@@ -57,11 +59,9 @@ class Evaluator(Callback):
     """
 
     def __init__(self, solved_success_rate: float = 0.95, figure_every: int = 10, video_every: int = 10) -> None:
-        if not 0.0 <= solved_success_rate <= 1.0:
-            raise ValueError(f"solved_success_rate={solved_success_rate} is invalid: must be within [0, 1]")
+        check_number("solved_success_rate", solved_success_rate, 0, 1)
         for name, value in [("figure_every", figure_every), ("video_every", video_every)]:
-            if value < 0:
-                raise ValueError(f"{name}={value} is invalid: must be at least 0 (0: never)")
+            check_number(name, value, 0, integer=True, note="0: never")
         self.solved_success_rate = solved_success_rate
         self.figure_every = figure_every
         self.video_every = video_every
@@ -165,15 +165,18 @@ def evaluate_checkpoint(
         num_envs: Copies of the env that play side by side; ``None``: all episodes at once (at most 100).
 
     Returns:
-        The summary also written to ``<checkpoint>.test.json``.
+        The summary also written to ``<checkpoint>.test.json``, with that file's path as ``output``. Where the
+        file cannot be written (a read-only folder, a full disk), the summary is returned all the same, with
+        ``output_error`` saying why.
 
     Raises:
         CheckpointError: If the checkpoint is unusable. ValueError: If an option is out of range.
     """
-    if episodes < 1:
-        raise ValueError(f"episodes={episodes} is invalid: must be at least 1")
-    if num_envs is not None and num_envs < 1:
-        raise ValueError(f"num_envs={num_envs} is invalid: must be at least 1")
+    check_number("episodes", episodes, 1, integer=True)
+    if num_envs is not None:
+        check_number("num_envs", num_envs, 1, integer=True)
+    if seed is not None:
+        check_seed("seed", seed)
     path = Path(path)
     state = read_checkpoint(path)
     policy, metadata = policy_from_checkpoint(state)
@@ -182,13 +185,13 @@ def evaluate_checkpoint(
         raise ValueError(f"checkpoint {path} does not record its task (it predates task records): cannot test it")
     base_seed = (task.get("seed") or 0) if seed is None else seed
     env_config = task["env"]
-    env = make_env(
-        env_config["id"], min(num_envs or 100, episodes), derive_seed(base_seed, TEST_STREAM), **env_config["kwargs"]
-    )
+    copies = min(num_envs or 100, episodes)
+    act = _acting(policy)
+    _check_play_fits(env_config, act, episodes, copies)
+    env = make_env(env_config["id"], copies, derive_seed(base_seed, TEST_STREAM), **env_config["kwargs"])
     start = time.perf_counter()
     try:
-        with torch.no_grad():
-            played = play(env, lambda observation, goal: policy(observation, goal)["action_unit"], episodes)
+        played = play(env, act, episodes)
     finally:
         close_env(env)
     metrics = summarize(played)
@@ -209,9 +212,40 @@ def evaluate_checkpoint(
         "seconds": round(time.perf_counter() - start, 2),
     }
     output = path.with_name(f"{path.name}.test.json")
-    output.write_text(json.dumps(summary, indent=2) + "\n")
+    contents = (json.dumps(summary, indent=2) + "\n").encode()
+    try:
+        atomic_write(output, lambda file: file.write(contents))
+    except OSError as error:
+        summary["output_error"] = error.strerror
     summary["output"] = str(output)
     return summary
+
+
+def _acting(policy: torch.nn.Module) -> Policy:
+    """An exported policy module as a ``Policy``: its actions in ``[-1, 1]`` (``rollout`` records no gradients)."""
+
+    def act(observation: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+        return policy(observation, goal)["action_unit"]
+
+    return act
+
+
+def _check_play_fits(env_config: dict[str, Any], act: Policy, episodes: int, copies: int) -> None:
+    """Refuse, before the env's copies are made, a test whose episodes do not fit in the host's available memory.
+
+    ``play`` keeps every round's episodes and concatenates them (two of each), and a round is built from its
+    steps' tensors (one more round): sized from one episode played on a single copy of the task.
+
+    Raises:
+        ValueError: Naming ``episodes``, the bytes needed and the bytes available.
+    """
+    probe = make_env(env_config["id"], 1, 0, **env_config["kwargs"])
+    try:
+        one = sum(field.nbytes for field in rollout(probe, act))
+    finally:
+        close_env(probe)
+    held = (2 * math.ceil(episodes / copies) + 1) * copies
+    check_memory("episodes", episodes, one * held, "cpu", "the episodes played")
 
 
 def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:

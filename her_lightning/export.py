@@ -7,9 +7,14 @@ with ``model.average_policy``), and the input normalization a run trained with i
 file needs only torch (``torch.export.load(path).module()``); an ``.onnx`` file needs only onnxruntime.
 ``examples/`` shows both.
 
-Inputs are checked in the file: a wrong input size is refused by both formats (the sizes are fixed in the
-program's input shapes), and a NaN or inf input by the ``.pt2`` program itself; ONNX has no operator that
-raises, so an ONNX caller checks finiteness (as ``examples/run_onnx_policy.py`` does).
+Inputs are checked in the file, each refusal one line: a dtype other than float32, a rank other than 2 and a
+wrong width are refused by both formats (the ``.pt2`` program by its own checks, onnxruntime by the model's input
+types), and a NaN or inf input by the ``.pt2`` program; ONNX has no operator that raises, so an ONNX caller checks
+finiteness (as ``examples/run_onnx_policy.py`` does). Both formats clamp their actions to their bounds: tanh can
+round past 1 (onnxruntime's by a few ulp).
+
+The file is built and checked in memory and written with ``files.atomic_write``: a failed or interrupted export
+leaves an earlier file of that name as it was, and no partial file.
 
 Both formats carry the same metadata under ``METADATA_KEY`` (``.pt2``: an extra file; ONNX: ``metadata_props``),
 one JSON object: ``env_id``, ``obs_dim``, ``goal_dim``, ``action_dim``, ``action_low``, ``action_high``,
@@ -20,6 +25,8 @@ they recorded the task, a ``note`` saying that the env and its bounds are unknow
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 import logging
 import warnings
@@ -32,6 +39,7 @@ from torch import nn
 
 from her_lightning.checkpoint import DATA_STATE, read_checkpoint, upgrade
 from her_lightning.envs.base import scale_action
+from her_lightning.files import atomic_write
 from her_lightning.module import policy_weights
 from her_lightning.networks import Actor
 from her_lightning.normalizer import RunningNormalizer
@@ -50,9 +58,10 @@ UNKNOWN_TASK_NOTE = (
 class ExportedPolicy(nn.Module):
     """The evaluated policy's actor behind its input normalization, with its actions also in the env's own bounds.
 
-    Takes batches ``(B, obs_dim), (B, goal_dim)`` and returns ``{"action": (B, action_dim) in
-    [action_low, action_high], "action_unit": (B, action_dim) in [-1, 1]}``. Non-finite inputs raise:
-    normalization would clip an inf to a plausible input and act on it.
+    Takes float32 batches ``(B, obs_dim), (B, goal_dim)`` and returns ``{"action": (B, action_dim) in
+    [action_low, action_high], "action_unit": (B, action_dim) in [-1, 1]}``. Other dtypes raise (normalization
+    would turn an int64 or float16 input into float32 and act on it), and so do non-finite inputs (normalization
+    would clip an inf to a plausible input).
     """
 
     def __init__(
@@ -71,24 +80,37 @@ class ExportedPolicy(nn.Module):
         self.register_buffer("action_high", torch.tensor(action_high, dtype=torch.float32))
 
     def forward(self, observation: torch.Tensor, goal: torch.Tensor) -> dict[str, torch.Tensor]:
-        # An assert that torch.export keeps in the program, with its message (torch._check on a value loses it).
+        # torch.export fixes dtypes when it traces, so a dtype test in Python leaves no trace in the program; this
+        # operator (the one torch.export itself inserts for .to()) compares at run time. Its message names no input.
+        for value in (observation, goal):
+            torch.ops.aten._assert_tensor_metadata.default(value, dtype=torch.float32)
+        # An assert that the program keeps with its message (torch._check on a value loses it).
         torch._assert_async(
             torch.isfinite(observation).all() & torch.isfinite(goal).all(),
             "observation and goal must be finite: a NaN or inf input is refused",
         )
-        unit = self.actor(self.obs_normalizer(observation), self.goal_normalizer(goal))
-        return {"action": scale_action(unit, self.action_low, self.action_high), "action_unit": unit}
+        unit = self.actor(self.obs_normalizer(observation), self.goal_normalizer(goal)).clamp(-1.0, 1.0)
+        action = scale_action(unit, self.action_low, self.action_high).clamp(self.action_low, self.action_high)
+        return {"action": action, "action_unit": unit}
 
 
-def export_policy(checkpoint: str | Path, output: str | Path) -> Path:
+def export_policy(checkpoint: str | Path, output: str | Path, overwrite: bool = False) -> Path:
     """Write the checkpoint's policy to ``output``, in the format its suffix names (see ``FORMATS``).
 
-    The written file is loaded back and checked to act as the checkpoint's policy does. A checkpoint
-    without recorded action bounds (written before they were) is exported with ``[-1, 1]`` and a warning.
+    The file is built in memory, loaded back from there and checked to act as the checkpoint's policy does;
+    only then is it written, through ``files.atomic_write``. A checkpoint without recorded action bounds
+    (written before they were) is exported with ``[-1, 1]`` and a warning.
+
+    Args:
+        checkpoint: A training checkpoint.
+        output: The policy file to write.
+        overwrite: Replace an existing ``output``; without it, an existing one is refused.
 
     Raises:
         ValueError: If the suffix of ``output`` is not one of ``FORMATS``.
         ImportError: If ``.onnx`` is asked for without the ``onnx`` extra installed.
+        FileExistsError: If ``output`` exists and ``overwrite`` is false.
+        OSError: If ``output`` is a directory, its folder does not exist, or writing it fails.
         CheckpointError: If the checkpoint is missing, truncated or corrupt.
     """
     output = Path(output)
@@ -97,6 +119,7 @@ def export_policy(checkpoint: str | Path, output: str | Path) -> Path:
         raise ValueError(f"output {output} has the unknown format {output.suffix!r}: its suffix must be {allowed}")
     if output.suffix == ".onnx":
         _require_onnx_extra(output)
+    _check_output(output, overwrite)
     state = read_checkpoint(checkpoint)
     policy, metadata = policy_from_checkpoint(state)
     if "note" in metadata:
@@ -105,19 +128,38 @@ def export_policy(checkpoint: str | Path, output: str | Path) -> Path:
     dynamic_shapes = {name: {0: batch} for name in INPUTS}
     generator = torch.Generator().manual_seed(0)
     probe = tuple(torch.randn(3, metadata[key], generator=generator) * 3 for key in ("obs_dim", "goal_dim"))
-    output.parent.mkdir(parents=True, exist_ok=True)
     if output.suffix == ".pt2":
-        _save_pt2(policy, probe, dynamic_shapes, metadata, output)
-        written = torch.export.load(output).module()
+        contents = _pt2_bytes(policy, probe, dynamic_shapes, metadata)
+        written = torch.export.load(io.BytesIO(contents)).module()
     else:
-        _save_onnx(policy, probe, dynamic_shapes, metadata, output)
-        written = _onnx_runner(output)
+        contents = _onnx_bytes(policy, probe, dynamic_shapes, metadata)
+        written = _onnx_runner(contents)
     with torch.no_grad():
         expected = policy(*probe)
     produced = written(*probe)
     if not all(torch.allclose(produced[name], expected[name], atol=1e-5) for name in OUTPUTS):
         raise RuntimeError(f"the exported policy {output} does not reproduce the checkpoint's actor")
+    atomic_write(output, lambda file: file.write(contents))
     return output
+
+
+def _check_output(output: Path, overwrite: bool) -> None:
+    """Refuse, before any work, an output path that cannot or should not be written.
+
+    A missing folder is refused rather than created: a mistyped path would otherwise leave the policy where
+    nobody looks for it.
+
+    Raises:
+        IsADirectoryError: If ``output`` is a directory.
+        FileNotFoundError: If the folder of ``output`` does not exist.
+        FileExistsError: If ``output`` exists and ``overwrite`` is false.
+    """
+    if output.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "it is a directory", str(output))
+    if not output.parent.is_dir():
+        raise FileNotFoundError(errno.ENOENT, f"its folder {output.parent} does not exist", str(output))
+    if output.exists() and not overwrite:
+        raise FileExistsError(errno.EEXIST, "it already exists", str(output))
 
 
 def policy_from_checkpoint(state: dict[str, Any]) -> tuple[ExportedPolicy, dict[str, Any]]:
@@ -154,11 +196,20 @@ def policy_from_checkpoint(state: dict[str, Any]) -> tuple[ExportedPolicy, dict[
     return policy, metadata
 
 
-def _save_pt2(
-    policy: ExportedPolicy, probe: tuple[torch.Tensor, ...], dynamic_shapes: Any, metadata: dict[str, Any], output: Path
-) -> None:
+def _pt2_bytes(
+    policy: ExportedPolicy, probe: tuple[torch.Tensor, ...], dynamic_shapes: Any, metadata: dict[str, Any]
+) -> bytes:
+    """The ``.pt2`` file's contents.
+
+    The program is saved without its example inputs: ``.module()`` then checks each input's rank, width and batch
+    size in a pre-hook, one line each. From example inputs it would instead build guards that index a 1-D input's
+    missing axis (an ``IndexError``) and pass a 3-D one on to broadcast.
+    """
     program = torch.export.export(policy, probe, dynamic_shapes=dynamic_shapes)
-    torch.export.save(program, output, extra_files={METADATA_KEY: json.dumps(metadata)})
+    program.example_inputs = None
+    buffer = io.BytesIO()
+    torch.export.save(program, buffer, extra_files={METADATA_KEY: json.dumps(metadata)})
+    return buffer.getvalue()
 
 
 def _require_onnx_extra(output: Path) -> None:
@@ -170,9 +221,10 @@ def _require_onnx_extra(output: Path) -> None:
         raise ImportError(f"writing {output} needs the onnx extra ({error}): {ONNX_EXTRA}") from None
 
 
-def _save_onnx(
-    policy: ExportedPolicy, probe: tuple[torch.Tensor, ...], dynamic_shapes: Any, metadata: dict[str, Any], output: Path
-) -> None:
+def _onnx_bytes(
+    policy: ExportedPolicy, probe: tuple[torch.Tensor, ...], dynamic_shapes: Any, metadata: dict[str, Any]
+) -> bytes:
+    """The ``.onnx`` file's contents: the model with its weights inside (a policy is far below protobuf's 2 GB)."""
     onnx_logger = logging.getLogger("torch.onnx")
     level = onnx_logger.level
     onnx_logger.setLevel(logging.ERROR)  # it warns of every optional torchvision operator it cannot register
@@ -188,14 +240,14 @@ def _save_onnx(
     finally:
         onnx_logger.setLevel(level)
     program.model.metadata_props[METADATA_KEY] = json.dumps(metadata)
-    program.save(output)
+    return program.model_proto.SerializeToString()
 
 
-def _onnx_runner(path: Path) -> Callable[[torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]:
-    """A function that runs the ONNX file in onnxruntime on tensors and returns its outputs by name, as tensors."""
+def _onnx_runner(model: bytes) -> Callable[[torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]:
+    """A function that runs an ONNX model in onnxruntime on tensors and returns its outputs by name, as tensors."""
     import onnxruntime
 
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
 
     def run(observation: torch.Tensor, goal: torch.Tensor) -> dict[str, torch.Tensor]:
         values = session.run(list(OUTPUTS), {"observation": observation.numpy(), "goal": goal.numpy()})

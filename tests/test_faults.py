@@ -317,8 +317,9 @@ def test_test_evaluates_a_two_rank_checkpoint_on_one_process(
 def test_test_plays_goals_of_its_own_stream(trained: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     checkpoint = run_folder(trained) / "checkpoints" / "last.ckpt"
     seeds: list[int] = []
-    monkeypatch.setattr("her_lightning.evaluation.make_env", lambda *args, **kwargs: seeds.append(args[2]) or
-                        make_env(*args, **kwargs))
+    # Every evaluation sizes one episode on a one-copy probe first (seed 0), then plays on its own copies.
+    monkeypatch.setattr("her_lightning.evaluation.make_env", lambda *args, **kwargs: args[1] > 1 and
+                        seeds.append(args[2]) or make_env(*args, **kwargs))
     first = evaluate_checkpoint(checkpoint, episodes=20)
     again = evaluate_checkpoint(checkpoint, episodes=20)
     evaluate_checkpoint(checkpoint, episodes=20, seed=6)
@@ -403,4 +404,4 @@ def test_a_config_that_sets_a_moved_option_says_where_it_went(
 @pytest.mark.parametrize("subcommand", ["validate", "predict"])
 def test_validate_and_predict_are_not_offered(subcommand: str, capsys: pytest.CaptureFixture[str]) -> None:
     error = refused(capsys, [subcommand, "--config", CONFIG])
-    assert f"invalid choice: '{subcommand}' (choose from 'fit')" in error
+    assert f"unknown subcommand '{subcommand}': choose from 'fit', 'test', 'export'" in error
