@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import signal
 import sys
 import threading
 import warnings
@@ -16,29 +17,35 @@ import yaml
 from jsonargparse import Namespace
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from her_lightning.checkpoint import LAST_CHECKPOINT, CheckpointError, find_last_checkpoint, read_checkpoint, trained
 from her_lightning.collector import EpisodeCollector
 from her_lightning.commands import COMMANDS, fail
+from her_lightning.conventions import ConventionError
 from her_lightning.data import HERDataModule
 from her_lightning.distributed import rank_count_mismatch, saved_ranks
 from her_lightning.evaluation import Evaluator
+from her_lightning.files import remove_leftover_temporaries
 from her_lightning.health import TrainingDiverged
 from her_lightning.module import PLAIN_DDP_ADVICE, HERDDPG
+from her_lightning.options import check_number, check_seed
 from her_lightning.progress import RunProgressBar
 from her_lightning.resume import (
     COMPARED,
     HONOURED,
-    RunFolderBusy,
+    RunFolderError,
     RunFolderLock,
     RunRecord,
     cut_event_logs,
     plain_values,
     settings_differences,
 )
+from her_lightning.signals import StopOnSignal, exit_status
 
 # Write failures that are the disk's or the folder's, not the program's: reported in one line.
 DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG, errno.EIO}
@@ -61,6 +68,7 @@ class HERLightningCLI(LightningCLI):
 
     _checkpoint: dict[str, Any] | None = None  # the --ckpt_path checkpoint's contents (memory-mapped)
     _lock: RunFolderLock | None = None
+    _stop: StopOnSignal | None = None
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
@@ -110,22 +118,34 @@ class HERLightningCLI(LightningCLI):
         if config.trainer.get("strategy") in ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook"):
             fail(f"trainer.strategy={config.trainer.strategy} {PLAIN_DDP_ADVICE}")
         every = config.trainer.get("check_val_every_n_epoch")
-        if every is None or every < 1:
-            fail(
-                f"trainer.check_val_every_n_epoch={every} is invalid: must be at least 1 (epochs between evaluations)"
-            )
+        try:
+            check_number("trainer.check_val_every_n_epoch", every, 1, integer=True, note="epochs between evaluations")
+            if config.torch_threads is not None:
+                check_number("torch_threads", config.torch_threads, 1, integer=True, note="or null")
+        except ValueError as error:
+            fail(str(error))
         if config.torch_threads is not None:
-            if config.torch_threads < 1:
-                fail(f"torch_threads={config.torch_threads} is invalid: must be at least 1, or null")
             torch.set_num_threads(config.torch_threads)
         self._settings = _run_settings(config)
         if self._checkpoint is not None:
             _check_resume(self._checkpoint, config, self._settings)
 
+    def _set_seed(self) -> None:
+        """Lightning's seeding, after the check that every seed goes through (``true`` draws one at random)."""
+        seed = self._get(self.config, "seed_everything")
+        if seed is not None and not isinstance(seed, bool):
+            try:
+                check_seed("seed_everything", seed)
+            except ValueError as error:
+                fail(str(error))
+        super()._set_seed()
+
     def instantiate_classes(self) -> None:
-        """Turn an invalid option into a one-line error instead of a stack trace."""
+        """Turn an invalid option into a one-line error instead of a stack trace: a buffer too large for the
+        training device's memory too, before anything is allocated."""
         try:
             super().instantiate_classes()
+            self.datamodule.check_fits(self.trainer.strategy.root_device)
         except (ValueError, MisconfigurationException) as error:  # Lightning's own check of trainer options
             fail(str(error))
 
@@ -138,7 +158,12 @@ class HERLightningCLI(LightningCLI):
         return trainer
 
     def before_fit(self) -> None:
-        """The checks that need the trainer, then the run folder's lock and its logs cut back to the checkpoint."""
+        """Stop signals recorded from here on (``signals.StopOnSignal``); the checks that need the trainer; then the
+        run folder's lock, what killed checkpoint writes left there removed, and its logs cut back to the checkpoint.
+        """
+        self._stop = StopOnSignal()
+        self.trainer.callbacks.append(self._stop)
+        self._stop.install()
         if self._checkpoint is not None:
             planned = self.trainer.num_devices * self.trainer.num_nodes
             saved = saved_ranks(self._checkpoint.get("HERDataModule", {}))
@@ -148,16 +173,31 @@ class HERLightningCLI(LightningCLI):
             return
         log_dir = self.trainer.log_dir
         self._lock = RunFolderLock(log_dir)
+        removed = [
+            entry
+            for folder in _checkpoint_folders(self.trainer)
+            for entry in remove_leftover_temporaries(folder, ModelCheckpoint.FILE_EXTENSION)
+        ]
+        if removed:
+            rank_zero_info(f"removed the temporary files of interrupted checkpoint writes: {', '.join(removed)}")
         if self._checkpoint is not None and isinstance(self.trainer.logger, TensorBoardLogger):
             for change in cut_event_logs(log_dir, self._checkpoint.get("tensorboard_events")):
                 rank_zero_info(f"TensorBoard logs back to the checkpoint: {change}")
 
     def _run_subcommand(self, subcommand: str) -> None:
-        """Run it; a bad checkpoint, a busy run folder, a diverged run or a disk failure end in one line."""
+        """Run it; a bad checkpoint, an unusable run folder, a diverged run or a disk failure end in one line, and
+        a stop signal in exit status 128 + its number.
+
+        The signal handlers are put back before the recorded signal is read: a signal that comes later has its
+        default effect, and none is recorded but not acted on.
+        """
         threading.excepthook = _quiet_disk_errors
+        stopped_by = None
         try:
             super()._run_subcommand(subcommand)
-        except (CheckpointError, RunFolderBusy) as error:
+        except SIGTERMException:  # Lightning's SIGTERM handler, in the moments before StopOnSignal takes over
+            stopped_by = signal.SIGTERM
+        except (CheckpointError, RunFolderError, ConventionError) as error:
             fail(str(error))
         except TrainingDiverged as error:
             fail(f"{error}; last good checkpoint: {self._last_good_checkpoint()}")
@@ -168,16 +208,33 @@ class HERLightningCLI(LightningCLI):
             fail(f"cannot write {path}: {error.strerror}; last good checkpoint: {self._last_good_checkpoint()}")
         finally:
             threading.excepthook = threading.__excepthook__
+            if self._stop is not None:
+                self._stop.restore()
+                stopped_by = self._stop.received or stopped_by
             if self._lock is not None:
                 self._lock.release()
+        if stopped_by is not None:
+            self._exit_on_signal(stopped_by)
+
+    def _exit_on_signal(self, signum: signal.Signals) -> NoReturn:
+        """Say, once, where the run stopped and how to continue it; exit with 128 + the signal's number."""
+        if _launching_process():
+            epochs, planned = self.trainer.current_epoch, self.trainer.max_epochs
+            of = f" of {planned}" if planned is not None and planned >= 0 else ""
+            print(
+                f"her-lightning: stopped by {signum.name} after epoch {epochs}{of}; last good checkpoint: "
+                f"{self._last_good_checkpoint()}; to continue, run the same command with --ckpt_path last",
+                file=sys.stderr,
+            )
+        raise SystemExit(exit_status(signum))
 
     def _ckpt_path(self) -> str | None:
         return self.config[self.subcommand].get("ckpt_path") if self.subcommand else None
 
     def _last_good_checkpoint(self) -> str:
         """The newest checkpoint of this run that loads, with its counters, or ``none``."""
-        callback = self.trainer.checkpoint_callback
-        candidates = [callback.last_model_path, callback.best_model_path] if callback is not None else []
+        callbacks = [c for c in self.trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)]
+        candidates = [path for c in callbacks for path in (c.last_model_path, c.best_model_path)]
         for path in [*candidates, self._ckpt_path()]:
             try:
                 counters = trained(read_checkpoint(path)) if path else None
@@ -251,6 +308,15 @@ def _quiet_disk_errors(args: threading.ExceptHookArgs) -> None:
         threading.__excepthook__(args)
 
 
+def _checkpoint_folders(trainer: Trainer) -> set[Path]:
+    """The folders the run's ``ModelCheckpoint``s write to (their ``dirpath``, or the run folder's ``checkpoints``)."""
+    return {
+        Path(c.dirpath) if c.dirpath else Path(trainer.log_dir) / "checkpoints"
+        for c in trainer.checkpoint_callbacks
+        if isinstance(c, ModelCheckpoint)
+    }
+
+
 def _launching_process() -> bool:
     """Whether this is the process the user started: not a DDP rank that Lightning launched, nor another node's."""
     return all(os.environ.get(key, "0") == "0" for key in ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK"))
@@ -282,6 +348,8 @@ DESCRIPTION = """Train and evaluate goal-conditioned DDPG + HER agents from YAML
   her-lightning export CHECKPOINT policy.pt2|.onnx     write a standalone policy file"""
 
 
+SUBCOMMANDS = ("fit", *COMMANDS)
+
 # Options that moved to another section: (section, key) -> where they are set now.
 MOVED_OPTIONS = {("model", "solved_success_rate"): "evaluation.solved_success_rate"}
 
@@ -297,8 +365,11 @@ def _check_config_files(argv: list[str]) -> None:
         else:
             continue
         try:
-            settings = yaml.safe_load(path.read_text()) if path.is_file() else {}
-        except (yaml.YAMLError, OSError, UnicodeDecodeError):
+            settings = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        except UnicodeDecodeError as error:
+            fail(f"config file {path} is not UTF-8 text (byte {error.start} is {error.object[error.start]:#04x}): "
+                 "save it as UTF-8")
+        except (yaml.YAMLError, OSError):
             continue  # jsonargparse reports it, naming the problem
         if settings is None:
             fail(f"config file {path} is empty: it must set options, e.g. as configs/point2d.yaml does")
@@ -315,6 +386,9 @@ def main(args: ArgsType = None) -> None:
     # Lightning's own use of an API that torch deprecated: nothing a user can act on.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
     argv = sys.argv[1:] if args is None else args
+    if isinstance(argv, list) and (not argv or argv[0] not in SUBCOMMANDS and not argv[0].startswith("-")):
+        given = f"unknown subcommand {argv[0]!r}" if argv else "no subcommand given"
+        fail(f"{given}: choose from {', '.join(map(repr, SUBCOMMANDS))} (options: her-lightning --help)")
     if isinstance(argv, list) and argv[:1] in (["export"], ["test"]):
         COMMANDS[argv[0]](argv[1:])
         return
