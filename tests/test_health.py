@@ -19,8 +19,13 @@ def networks(bad: str | None = None) -> dict[str, list[nn.Module]]:
     return nets
 
 
-def test_finite_training_passes() -> None:
-    stop_if_not_finite({"critic": 1.5, "actor": -3.0}, networks(), RATES, (21, 40))
+def test_finite_training_passes_and_one_infinite_weight_does_not() -> None:
+    nets = networks()
+    stop_if_not_finite({"critic": 1.5, "actor": -3.0}, nets, RATES, (21, 40))  # raises nothing
+    with torch.no_grad():
+        nets["critic"][0].bias[0] = float("inf")
+    with pytest.raises(TrainingDiverged, match="critic weights are NaN or infinite after update 40"):
+        stop_if_not_finite({"critic": 1.5, "actor": -3.0}, nets, RATES, (21, 40))
 
 
 @pytest.mark.parametrize(

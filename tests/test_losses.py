@@ -106,22 +106,22 @@ def test_action_l2_penalty_adds_the_mean_squared_action() -> None:
     assert torch.allclose(actor_loss(batch, actor, critic, action_l2=0.5), expected)
 
 
-def test_twin_critic_loss_sums_both_errors() -> None:
-    torch.manual_seed(0)
-    batch, target = make_batch(), torch.randn(8)
-    first, second = Critic(2, 2, 2, hidden=(16,)), Critic(2, 2, 2, hidden=(16,))
-    loss, q = critic_loss(batch, [first, second], target)
-    assert torch.allclose(loss, critic_loss(batch, [first], target)[0] + critic_loss(batch, [second], target)[0])
-    assert torch.equal(q, first(batch.observation, batch.goal, batch.action))
+def fixed_critic(values: list[float]):
+    """A stand-in critic whose Q values are ``values`` whatever the batch."""
+    return lambda observation, goal, action: torch.tensor(values)
 
 
-def test_critic_loss_is_the_mean_squared_td_error() -> None:
-    batch = make_batch()
-    critic = Critic(2, 2, 2, hidden=(16,))
-    target = torch.randn(8)
-    loss, q = critic_loss(batch, [critic], target)
-    assert torch.allclose(loss, ((critic(batch.observation, batch.goal, batch.action) - target) ** 2).mean())
-    assert q.shape == (8,)
+def test_critic_loss_is_the_mean_squared_td_error_by_hand() -> None:
+    loss, q = critic_loss(make_batch(3), [fixed_critic([1.0, 2.0, 3.0])], torch.tensor([0.0, 2.0, 1.0]))
+    assert loss.item() == pytest.approx((1 + 0 + 4) / 3)
+    assert q.tolist() == [1.0, 2.0, 3.0]
+
+
+def test_twin_critic_loss_sums_both_errors_and_reports_the_first_critics_q() -> None:
+    critics = [fixed_critic([1.0, 2.0, 3.0]), fixed_critic([0.0, 0.0, 3.0])]
+    loss, q = critic_loss(make_batch(3), critics, torch.tensor([0.0, 2.0, 1.0]))
+    assert loss.item() == pytest.approx((1 + 0 + 4) / 3 + (0 + 4 + 4) / 3)
+    assert q.tolist() == [1.0, 2.0, 3.0]
 
 
 def test_actor_loss_moves_only_the_actor_when_the_critic_is_frozen() -> None:

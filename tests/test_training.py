@@ -42,10 +42,13 @@ def test_a_short_run_learns_to_reach_goals(tmp_path: Path) -> None:
 def test_two_runs_with_one_seed_are_identical(tmp_path: Path) -> None:
     first, first_data, _ = train(tmp_path / "a", epochs=2)
     second, second_data, _ = train(tmp_path / "b", epochs=2)
-    for a, b in zip(first.state_dict().values(), second.state_dict().values()):
-        assert torch.equal(a, b)
-    for a, b in zip(first_data.buffer.state_dict().values(), second_data.buffer.state_dict().values()):
-        assert torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b
+    weights, other_weights = first.state_dict(), second.state_dict()
+    assert weights.keys() == other_weights.keys()
+    assert all(torch.equal(weights[name], other_weights[name]) for name in weights)
+    stored, other_stored = first_data.buffer.state_dict(), second_data.buffer.state_dict()
+    assert stored.keys() == other_stored.keys()
+    for name, value in stored.items():
+        assert torch.equal(value, other_stored[name]) if isinstance(value, torch.Tensor) else value == other_stored[name]
     third, _, _ = train(tmp_path / "c", epochs=2, seed=1)
     assert not torch.equal(first.actor.net[0].weight, third.actor.net[0].weight)
 
