@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 import torch
 
 from her_lightning.options import check_memory
-from her_lightning.rollout import Episodes
+from her_lightning.rollout import Episodes, episode_ends
 
 
 class TransitionIndex(NamedTuple):
@@ -51,11 +51,7 @@ class EpisodeBuffer:
         max_episode_steps: int,
         device: torch.device | str = "cpu",
     ) -> None:
-        if capacity < max_episode_steps + 1:
-            raise ValueError(
-                f"buffer_size={capacity} is invalid: must hold at least one whole episode, "
-                f"i.e. max_episode_steps + 1 = {max_episode_steps + 1} states"
-            )
+        self.check_holds_an_episode(capacity, max_episode_steps)
         self.check_fits(capacity, obs_dim, goal_dim, action_dim, device)
         self.capacity = capacity
         self.obs_dim, self.goal_dim, self.action_dim = obs_dim, goal_dim, action_dim
@@ -87,6 +83,19 @@ class EpisodeBuffer:
         row = (obs_dim + goal_dim + action_dim) * torch.get_default_dtype().itemsize
         slot = 3 * torch.long.itemsize + goal_dim * torch.get_default_dtype().itemsize + torch.bool.itemsize
         return capacity * row + capacity // 2 * slot
+
+    @staticmethod
+    def check_holds_an_episode(capacity: int, max_episode_steps: int) -> None:
+        """Refuse a ``capacity`` that cannot hold one episode of ``max_episode_steps`` transitions.
+
+        Raises:
+            ValueError: Naming ``buffer_size`` and the least it must be.
+        """
+        if capacity < max_episode_steps + 1:
+            raise ValueError(
+                f"buffer_size={capacity} is invalid: must hold at least one whole episode, "
+                f"i.e. max_episode_steps + 1 = {max_episode_steps + 1} states"
+            )
 
     @classmethod
     def check_fits(
@@ -171,7 +180,7 @@ class EpisodeBuffer:
         """The first and the last achieved goal of every stored episode, oldest first: ``(num_episodes, goal_dim)``
         each."""
         start, length = self.episode_span.index_select(0, self._fifo_slots()).unbind(-1)
-        return self.achieved_goal[start], self.achieved_goal[(start + length) % self.capacity]
+        return episode_ends(self.achieved_goal, start, length)
 
     @property
     def cumulative_transitions(self) -> torch.Tensor:
@@ -215,8 +224,7 @@ class EpisodeBuffer:
         self.episode_start[:n] = torch.cumsum(length + 1, 0) - (length + 1)
         self.episode_length[:n] = length
         self.desired_goal[:n] = state["desired_goal"].to(self.device)
-        # Checkpoints from before failures were told apart hold none: their envs ended episodes only on success.
-        self.failed[:n] = state["failed"].to(self.device) if "failed" in state else False
+        self.failed[:n] = state["failed"].to(self.device)
         self._next_row = num_rows % self.capacity
         self._oldest = 0
         self._num_episodes = n

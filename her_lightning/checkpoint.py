@@ -6,10 +6,13 @@ import inspect
 import pickle
 import re
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, is_dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
+import lightning.pytorch as pl
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from typing_extensions import override
@@ -18,7 +21,19 @@ from her_lightning.files import atomic_write
 
 LAST_CHECKPOINT = "last.ckpt"
 DATA_STATE = "HERDataModule"  # where Lightning keeps the datamodule's state_dict in a checkpoint (its class name)
-EVALUATOR_STATE = "Evaluator"  # the Evaluator callback's state_key
+# The layout of what a checkpoint holds and where: every change to it takes the next number. Written by the learner
+# (``HERDDPG.on_save_checkpoint``); a checkpoint of another format is refused (``format_mismatch``).
+FORMAT = 1
+FORMAT_KEY = "her_lightning_format"
+RUN_RECORD = "run_settings"  # the run's own record of its settings (``resume.RunRecord``)
+# Where a checkpoint records each section of a run's settings: the model's and the data's where Lightning writes
+# their ``save_hyperparameters``, the rest (what Lightning has no place for) in the run's own record.
+RECORDS = {
+    "model": pl.LightningModule.CHECKPOINT_HYPER_PARAMS_KEY,
+    "data": pl.LightningDataModule.CHECKPOINT_HYPER_PARAMS_KEY,
+    "seed_everything": RUN_RECORD,
+    "collector": RUN_RECORD,
+}
 
 
 class CheckpointError(RuntimeError):
@@ -69,12 +84,12 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     Every stored record's CRC is checked first; then that the file loads with ``weights_only=True`` and holds
     a model's weights and hyper-parameters (a torch file that is not a training checkpoint is refused here,
     not half-way through a run); then that the weights are finite and are the ones its hyper-parameters make
-    (``weights_disagreement``). An older checkpoint's contents come in the current layout (``upgrade``).
+    (``weights_disagreement``). A checkpoint of another format than ``FORMAT`` is refused.
 
     Raises:
         CheckpointError: If the file is missing, a directory, truncated, corrupt, not a her-lightning
-            checkpoint, or holds weights that are not finite or that its hyper-parameters do not make; the
-            message names it and what is wrong.
+            checkpoint, of another format, or holds weights that are not finite or that its hyper-parameters do
+            not make; the message names it and what is wrong.
     """
     path = Path(path)
     _verify_file(path)
@@ -89,6 +104,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(
             _unreadable(path, f"not a her-lightning checkpoint: its hyper-parameters lack {', '.join(missing)}")
         )
+    mismatch = format_mismatch(contents)
+    if mismatch is not None:
+        raise CheckpointError(_unreadable(path, mismatch))
     bad = non_finite_weights(contents["state_dict"])
     if bad:
         raise CheckpointError(
@@ -97,7 +115,18 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     disagreement = weights_disagreement(contents["hyper_parameters"], contents["state_dict"])
     if disagreement is not None:
         raise CheckpointError(_unreadable(path, disagreement))
-    return upgrade(contents)
+    return contents
+
+
+def format_mismatch(contents: dict[str, Any]) -> str | None:
+    """Why a checkpoint's format is not the one this version reads (naming both), or ``None`` where it is."""
+    found = contents.get(FORMAT_KEY)
+    if found == FORMAT:
+        return None
+    return (
+        f"it is of checkpoint format {'none (it records no ' + FORMAT_KEY + ')' if found is None else found}, "
+        f"and this version of her-lightning reads format {FORMAT}: use the version that wrote it, or train anew"
+    )
 
 
 # The hyper-parameters that decide which weights the model has and their shapes.
@@ -209,36 +238,40 @@ def _some(names: list[str]) -> str:
     return f"{', '.join(names[:3])}{', ...' if len(names) > 3 else ''}"
 
 
-def upgrade(checkpoint: dict[str, Any]) -> dict[str, Any]:
-    """Move, in place, what older checkpoints kept elsewhere to where its owner now reads it; returns it.
-
-    Older checkpoints kept the env-step and episode counters and the solved flag beside the learner's update
-    counter (``counters``), and the data settings inside the datamodule's task record. A checkpoint already
-    in the current layout is left as it is.
-    """
-    counters = checkpoint.get("counters", {})
-    data = checkpoint.get(DATA_STATE)
-    if data is not None and "counters" not in data and "env_steps" in counters:
-        data["counters"] = {"env_steps": counters.pop("env_steps"), "episodes": counters.pop("episodes", 0)}
-    if "solved" in counters:
-        evaluator = {"solved": bool(counters.pop("solved")), "evaluations": 0}
-        checkpoint.setdefault("callbacks", {}).setdefault(EVALUATOR_STATE, evaluator)
-    task = data.get("task") if data is not None else None
-    if task is not None and "config" in task:
-        config = task.pop("config")
-        task.update(env=config["env"], seed=config.get("seed"))
-    return checkpoint
-
-
 def trained(checkpoint: dict[str, Any]) -> dict[str, int]:
     """How far a checkpoint's run had trained: ``env_steps``, ``episodes`` and ``updates``."""
-    checkpoint = upgrade(checkpoint)
     data = checkpoint.get(DATA_STATE, {}).get("counters", {})
     return {
         "env_steps": data.get("env_steps", 0),
         "episodes": data.get("episodes", 0),
         "updates": checkpoint.get("counters", {}).get("updates", 0),
     }
+
+
+def recorded_settings(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's settings by section (see ``RECORDS``), as plain values, without the sections it does not record
+    (a run trained from Python has no record of its own) and without LightningCLI's internal ``_`` keys."""
+    settings = {}
+    for section, entry in RECORDS.items():
+        recorded = checkpoint.get(entry) or {}
+        value = recorded.get(section) if entry == RUN_RECORD else recorded
+        if isinstance(value, Mapping):
+            value = {key: item for key, item in value.items() if not key.startswith("_")} or None
+        if value is not None:
+            settings[section] = plain_values(value)
+    return settings
+
+
+def plain_values(value: Any) -> Any:
+    """Dataclasses and mappings as dicts, tuples as lists and enums as their values: what a checkpoint can hold (it
+    loads with ``weights_only``), and what compares equal between a config and a checkpoint's record."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return plain_values(asdict(value))
+    if isinstance(value, Mapping):
+        return {str(key): plain_values(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain_values(item) for item in value]
+    return value.value if isinstance(value, Enum) else value
 
 
 def _verify_file(path: Path) -> None:

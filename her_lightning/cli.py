@@ -14,7 +14,6 @@ from typing import Any, NoReturn
 
 import torch
 import yaml
-from jsonargparse import Namespace
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -23,7 +22,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from her_lightning.checkpoint import LAST_CHECKPOINT, CheckpointError, find_last_checkpoint, read_checkpoint, trained
+from her_lightning.checkpoint import DATA_STATE, CheckpointError, read_checkpoint, trained
 from her_lightning.collector import EpisodeCollector
 from her_lightning.commands import COMMANDS, fail
 from her_lightning.conventions import ConventionError
@@ -32,23 +31,26 @@ from her_lightning.distributed import rank_count_mismatch, saved_ranks
 from her_lightning.evaluation import Evaluator
 from her_lightning.files import remove_leftover_temporaries
 from her_lightning.health import TrainingDiverged
-from her_lightning.module import PLAIN_DDP_ADVICE, HERDDPG
+from her_lightning.module import HERDDPG
 from her_lightning.options import check_number, check_seed
 from her_lightning.progress import RunProgressBar
 from her_lightning.resume import (
-    COMPARED,
-    HONOURED,
+    LINKED_FROM_DATA,
     RunFolderError,
     RunFolderLock,
     RunRecord,
+    check_resume,
+    configured_settings,
     cut_event_logs,
-    plain_values,
-    settings_differences,
+    resolve_last,
 )
 from her_lightning.signals import StopOnSignal, exit_status
 
 # Write failures that are the disk's or the folder's, not the program's: reported in one line.
 DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG, errno.EIO}
+# DDP strategies that wait for every parameter's gradient: the critic's and the actor's steps each leave the other
+# network without one.
+PLAIN_DDP = ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook")
 
 
 class HERLightningCLI(LightningCLI):
@@ -83,7 +85,7 @@ class HERLightningCLI(LightningCLI):
         config = self.config[subcommand]
         try:
             if config.ckpt_path == "last":
-                config.ckpt_path = str(_resolve_last(config.trainer))
+                config.ckpt_path = resolve_last(config.trainer)
             self._checkpoint = read_checkpoint(config.ckpt_path)
         except CheckpointError as error:
             fail(str(error))
@@ -108,15 +110,18 @@ class HERLightningCLI(LightningCLI):
             default=None,
             help="CPU threads for torch (null: torch's default). Small networks train faster on one thread.",
         )
-        for key in ("obs_dim", "goal_dim", "action_dim", "reward_range"):
+        for key in LINKED_FROM_DATA:
             parser.link_arguments(f"data.{key}", f"model.{key}", apply_on="instantiate")
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         if config.data.seed is None:
             config.data.seed = config.seed_everything
-        if config.trainer.get("strategy") in ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook"):
-            fail(f"trainer.strategy={config.trainer.strategy} {PLAIN_DDP_ADVICE}")
+        if config.trainer.get("strategy") in PLAIN_DDP:
+            fail(
+                f"trainer.strategy={config.trainer.strategy} cannot train HERDDPG: its critic and actor steps each use "
+                "part of the parameters; use ddp_find_unused_parameters_true (as configs/point2d_ddp.yaml)"
+            )
         every = config.trainer.get("check_val_every_n_epoch")
         try:
             check_number("trainer.check_val_every_n_epoch", every, 1, integer=True, note="epochs between evaluations")
@@ -126,9 +131,12 @@ class HERLightningCLI(LightningCLI):
             fail(str(error))
         if config.torch_threads is not None:
             torch.set_num_threads(config.torch_threads)
-        self._settings = _run_settings(config)
+        self._settings = configured_settings(config)
         if self._checkpoint is not None:
-            _check_resume(self._checkpoint, config, self._settings)
+            try:
+                check_resume(self._checkpoint, config.ckpt_path, self._settings, config.trainer.get("max_epochs"))
+            except CheckpointError as error:
+                fail(str(error))
 
     def _set_seed(self) -> None:
         """Lightning's seeding, after the check that every seed goes through (``true`` draws one at random)."""
@@ -166,7 +174,7 @@ class HERLightningCLI(LightningCLI):
         self._stop.install()
         if self._checkpoint is not None:
             planned = self.trainer.num_devices * self.trainer.num_nodes
-            saved = saved_ranks(self._checkpoint.get("HERDataModule", {}))
+            saved = saved_ranks(self._checkpoint[DATA_STATE])
             if saved != planned:
                 raise CheckpointError(f"checkpoint {self._ckpt_path()} {rank_count_mismatch(saved, planned)}")
         if not self.trainer.loggers or not _launching_process():
@@ -268,40 +276,6 @@ class HERArgumentParser(LightningArgumentParser):
         fail(f"{' '.join(message.split())} (options: {command} --help)")
 
 
-def _run_settings(config: Namespace) -> dict[str, Any]:
-    """The settings a checkpoint records and a resume compares (``resume.COMPARED``), as plain values."""
-    sections = {key: config[key] for key in COMPARED if key in config}
-    return plain_values({key: v.as_dict() if isinstance(v, Namespace) else v for key, v in sections.items()})
-
-
-def _check_resume(checkpoint: dict[str, Any], config: Namespace, settings: dict[str, Any]) -> None:
-    """Refuse, in one line, a config that changes what the checkpoint trained, or a ``max_epochs`` it has passed.
-
-    A resume keeps the model, data and collector settings and the seed.
-    """
-    saved = {**checkpoint.get("run_settings", {}), "model": checkpoint["hyper_parameters"]}
-    differences = settings_differences(saved, settings)
-    if differences:
-        fail(
-            f"checkpoint {config.ckpt_path} was trained with other settings: {'; '.join(differences)}. A resume "
-            f"keeps them (it honours changes to {HONOURED}): give the run's own config (config.yaml in its version "
-            "folder), or leave out --ckpt_path to start a new run"
-        )
-    done = _epochs_done(checkpoint)
-    max_epochs = config.trainer.get("max_epochs")
-    if max_epochs is not None and 0 <= max_epochs < done:
-        fail(
-            f"trainer.max_epochs={max_epochs} is below the {done} epochs that checkpoint {config.ckpt_path} has "
-            f"trained: give at least {done + 1} to train on"
-        )
-
-
-def _epochs_done(checkpoint: dict[str, Any]) -> int:
-    """Epochs a checkpoint has finished (its epoch counter is of the epoch that wrote it)."""
-    progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {})
-    return progress.get("processed", checkpoint.get("epoch", -1) + 1)
-
-
 def _quiet_disk_errors(args: threading.ExceptHookArgs) -> None:
     """Leave a background writer's disk error (TensorBoard's) to the main thread, which reports it in one line."""
     if not (isinstance(args.exc_value, OSError) and args.exc_value.errno in DISK_ERRORS):
@@ -322,25 +296,6 @@ def _launching_process() -> bool:
     return all(os.environ.get(key, "0") == "0" for key in ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK"))
 
 
-def _resolve_last(trainer: Namespace) -> str:
-    """The ``last.ckpt`` that ``--ckpt_path last`` means; the resumed run logs into that run's version folder."""
-    for callback in trainer.get("callbacks") or []:
-        dirpath = callback.get("init_args", {}).get("dirpath") if isinstance(callback, Namespace) else None
-        if callback.get("class_path", "").endswith("ModelCheckpoint") and dirpath:
-            return str(Path(dirpath) / LAST_CHECKPOINT)  # checked by the caller like any checkpoint path
-    logger = trainer.get("logger")
-    init_args = logger.get("init_args") if isinstance(logger, Namespace) else None
-    if init_args is None or init_args.get("save_dir") is None:
-        raise CheckpointError(
-            "--ckpt_path last needs trainer.logger with a save_dir and name (as in configs/*.yaml) "
-            "or a ModelCheckpoint with a dirpath; otherwise give the checkpoint file"
-        )
-    run_root = Path(init_args.save_dir) / (init_args.get("name") or "")
-    checkpoint, version = find_last_checkpoint(run_root, init_args.get("version"))
-    init_args.version = version  # keep logging into the same run folder
-    return str(checkpoint)
-
-
 DESCRIPTION = """Train and evaluate goal-conditioned DDPG + HER agents from YAML configs.
 
   her-lightning fit --config configs/point2d.yaml      train (--ckpt_path last resumes)
@@ -350,13 +305,10 @@ DESCRIPTION = """Train and evaluate goal-conditioned DDPG + HER agents from YAML
 
 SUBCOMMANDS = ("fit", *COMMANDS)
 
-# Options that moved to another section: (section, key) -> where they are set now.
-MOVED_OPTIONS = {("model", "solved_success_rate"): "evaluation.solved_success_rate"}
-
 
 def _check_config_files(argv: list[str]) -> None:
-    """An empty config file, or one that sets an option where it used to be, is an error that names the file
-    (jsonargparse would say only ``Unexpected config:``, or name the key without saying where it went)."""
+    """An empty config file, or one that is not UTF-8, is an error that names the file (jsonargparse would say only
+    ``Unexpected config:``)."""
     for i, arg in enumerate(argv):
         if arg in ("--config", "-c") and i + 1 < len(argv):
             path = Path(argv[i + 1])
@@ -373,12 +325,6 @@ def _check_config_files(argv: list[str]) -> None:
             continue  # jsonargparse reports it, naming the problem
         if settings is None:
             fail(f"config file {path} is empty: it must set options, e.g. as configs/point2d.yaml does")
-        for (section, key), now in MOVED_OPTIONS.items():
-            if isinstance(settings, dict) and key in (settings.get(section) or {}):
-                fail(
-                    f"config file {path} sets {section}.{key}, which is now {now}: move it there (a run's "
-                    "config.yaml written before the move has it; its checkpoints resume as they are)"
-                )
 
 
 def main(args: ArgsType = None) -> None:

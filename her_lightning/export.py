@@ -18,9 +18,9 @@ leaves an earlier file of that name as it was, and no partial file.
 
 Both formats carry the same metadata under ``METADATA_KEY`` (``.pt2``: an extra file; ONNX: ``metadata_props``),
 one JSON object: ``env_id``, ``obs_dim``, ``goal_dim``, ``action_dim``, ``action_low``, ``action_high``,
-``inputs``, ``outputs``, ``config`` (``model``: the module's hyper-parameters; ``data``: the data settings;
-``collector`` and ``seed_everything`` where the command line recorded them), and, for checkpoints written before
-they recorded the task, a ``note`` saying that the env and its bounds are unknown.
+``inputs``, ``outputs`` and ``config``, the run's settings as its checkpoint records them
+(``checkpoint.recorded_settings``: ``model`` and ``data``, and ``collector`` and ``seed_everything`` where the
+command line trained it).
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from her_lightning.checkpoint import DATA_STATE, read_checkpoint, upgrade
+from her_lightning.checkpoint import read_checkpoint, recorded_settings
+from her_lightning.data import recorded_task
 from her_lightning.envs.base import scale_action
 from her_lightning.files import atomic_write
 from her_lightning.module import policy_weights
@@ -49,10 +50,6 @@ METADATA_KEY = "metadata.json"
 INPUTS = ("observation", "goal")
 OUTPUTS = ("action", "action_unit")
 ONNX_EXTRA = "pip install 'her_lightning[onnx]'"
-UNKNOWN_TASK_NOTE = (
-    "the checkpoint predates recorded tasks: the env and its action bounds are unknown, "
-    "so action is the actor's [-1, 1], as action_unit"
-)
 
 
 class ExportedPolicy(nn.Module):
@@ -98,8 +95,7 @@ def export_policy(checkpoint: str | Path, output: str | Path, overwrite: bool = 
     """Write the checkpoint's policy to ``output``, in the format its suffix names (see ``FORMATS``).
 
     The file is built in memory, loaded back from there and checked to act as the checkpoint's policy does;
-    only then is it written, through ``files.atomic_write``. A checkpoint without recorded action bounds
-    (written before they were) is exported with ``[-1, 1]`` and a warning.
+    only then is it written, through ``files.atomic_write``.
 
     Args:
         checkpoint: A training checkpoint.
@@ -122,8 +118,6 @@ def export_policy(checkpoint: str | Path, output: str | Path, overwrite: bool = 
     _check_output(output, overwrite)
     state = read_checkpoint(checkpoint)
     policy, metadata = policy_from_checkpoint(state)
-    if "note" in metadata:
-        warnings.warn(f"{checkpoint}: {metadata['note']}", stacklevel=2)
     batch = torch.export.Dim("batch")
     dynamic_shapes = {name: {0: batch} for name in INPUTS}
     generator = torch.Generator().manual_seed(0)
@@ -164,7 +158,8 @@ def _check_output(output: Path, overwrite: bool) -> None:
 
 def policy_from_checkpoint(state: dict[str, Any]) -> tuple[ExportedPolicy, dict[str, Any]]:
     """The policy module and its metadata from a loaded checkpoint (see ``checkpoint.read_checkpoint``)."""
-    hparams = {key: value for key, value in state["hyper_parameters"].items() if not key.startswith("_")}
+    settings = recorded_settings(state)
+    hparams = settings["model"]
     weights = state["state_dict"]
     dims = {key: hparams[key] for key in ("obs_dim", "goal_dim", "action_dim")}
     actor = Actor(dims["obs_dim"], dims["goal_dim"], dims["action_dim"], tuple(hparams["hidden"]))
@@ -174,25 +169,19 @@ def policy_from_checkpoint(state: dict[str, Any]) -> tuple[ExportedPolicy, dict[
         for i, (name, dim) in enumerate([("obs_normalizer", dims["obs_dim"]), ("goal_normalizer", dims["goal_dim"])]):
             normalizers[i] = RunningNormalizer(dim, hparams["norm_clip"])
             normalizers[i].load_state_dict(_submodule(weights, name))
-    task = upgrade(state).get(DATA_STATE, {}).get("task")
-    if task is None:
-        low, high = [-1.0] * dims["action_dim"], [1.0] * dims["action_dim"]
-    else:
-        low, high = task["action_low"], task["action_high"]
+    task = recorded_task(state)
+    low, high = task.action_low, task.action_high
     policy = ExportedPolicy(actor, *normalizers, low, high).eval().requires_grad_(False)
     metadata = {
-        "env_id": None if task is None else task["env"]["id"],
+        "env_id": task.env["id"],
         "policy": policy_weights(hparams),
         **dims,
         "action_low": low,
         "action_high": high,
         "inputs": {"observation": "(batch, obs_dim) float32, raw", "goal": "(batch, goal_dim) float32, raw"},
         "outputs": {"action": "in [action_low, action_high], the env's units", "action_unit": "in [-1, 1]"},
-        # The run's own record of its settings where the command line wrote one (collector and seed too).
-        "config": {"data": None if task is None else {"env": task["env"]}, **state.get("run_settings", {}), "model": hparams},
+        "config": settings,
     }
-    if task is None:
-        metadata["note"] = UNKNOWN_TASK_NOTE
     return policy, metadata
 
 

@@ -12,6 +12,7 @@ from typing import NamedTuple
 import torch
 
 from her_lightning.buffer import EpisodeBuffer
+from her_lightning.options import check_number
 
 GoalFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """Maps ``(achieved_goal (B, goal_dim), desired_goal (B, goal_dim))`` to one value per row ``(B,)``."""
@@ -194,8 +195,6 @@ def validate_her_options(
     allowed = [s.value for s in GoalStrategy]
     if strategy not in allowed:
         raise ValueError(f"her_strategy={strategy!r} is unknown: choose one of {allowed}")
-    if not 0.0 <= her_ratio <= 1.0:
-        raise ValueError(f"her_ratio={her_ratio} is invalid: must be within [0, 1]")
-    for name, share in [("displaced_share", displaced_share), ("other_goal_share", other_goal_share)]:
-        if not 0.0 <= share <= 1.0:
-            raise ValueError(f"{name}={share} is invalid: must be within [0, 1]")
+    for name, share in [("her_ratio", her_ratio), ("displaced_share", displaced_share),
+                        ("other_goal_share", other_goal_share)]:
+        check_number(name, share, 0, 1)

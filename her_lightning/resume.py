@@ -1,7 +1,7 @@
 """What resuming a run checks and keeps straight: its settings, its run folder's single writer, its TensorBoard logs.
 
-- A checkpoint records the settings of its run (``run_settings``); a resume whose config or command line changes
-  the model, the data or the collector is refused, naming every differing key (``settings_differences``).
+- A checkpoint records the settings of its run (``checkpoint.RECORDS``); a resume whose config or command line
+  changes the model, the data or the collector is refused, naming every differing key (``check_resume``).
 - One process at a time writes a run folder: ``RunFolderLock`` holds an ``flock`` on ``fit.lock`` in it; the OS
   drops it when the process ends, however it ends, so a killed run never blocks its resume.
 - A checkpoint records the size of every TensorBoard event file of its run folder (``tensorboard_events``),
@@ -14,42 +14,111 @@ from __future__ import annotations
 import fcntl
 import os
 from collections.abc import Mapping
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+from jsonargparse import Namespace
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from typing_extensions import override
 
 from her_lightning import monitor
+from her_lightning.checkpoint import (
+    LAST_CHECKPOINT,
+    RECORDS,
+    RUN_RECORD,
+    CheckpointError,
+    find_last_checkpoint,
+    plain_values,
+    recorded_settings,
+)
 
 LOCK_FILE = "fit.lock"
 EVENT_FILE_MARK = "tfevents"  # TensorBoard reads every file whose name holds it
-# Settings a resume takes from the command line and config although they differ from the checkpoint's run.
-HONOURED = (
-    "trainer options (max_epochs, check_val_every_n_epoch, logger, progress bar, ...), evaluation, torch_threads, "
-    "data.save_buffer"
-)
-# Settings whose change a resume refuses: each changes the model, the data or the task.
-COMPARED = ("seed_everything", "model", "data", "collector")
-NOT_COMPARED = {"data.save_buffer"}
-LINKED_FROM_DATA = {"model.obs_dim", "model.goal_dim", "model.action_dim", "model.reward_range"}  # follow data.env
+# Settings a resume takes from the command line and config although the checkpoint's run had other values. Every
+# other setting of the sections a checkpoint records (``checkpoint.RECORDS``) must be the checkpoint's.
+HONOURED = ("trainer", "evaluation", "torch_threads", "data.save_buffer")
+# The model settings that the CLI links from the data's: they follow data.env, which is compared.
+LINKED_FROM_DATA = ("obs_dim", "goal_dim", "action_dim", "reward_range")
+
+
+def configured_settings(config: Namespace) -> dict[str, Any]:
+    """The settings of a run's config that a checkpoint records (the sections of ``checkpoint.RECORDS``), as plain
+    values."""
+    sections = {key: config[key] for key in RECORDS if key in config}
+    return plain_values({key: v.as_dict() if isinstance(v, Namespace) else v for key, v in sections.items()})
+
+
+def check_resume(checkpoint: dict[str, Any], path: str, settings: dict[str, Any], max_epochs: int | None) -> None:
+    """Refuse a config that changes what the checkpoint trained, or a ``max_epochs`` it has passed.
+
+    Args:
+        checkpoint: The contents of the checkpoint at ``path``.
+        path: The checkpoint, as the messages name it.
+        settings: The config's settings (``configured_settings``).
+        max_epochs: The config's ``trainer.max_epochs``.
+
+    Raises:
+        CheckpointError: Naming every differing setting, or the epochs trained.
+    """
+    differences = settings_differences(recorded_settings(checkpoint), settings)
+    if differences:
+        raise CheckpointError(
+            f"checkpoint {path} was trained with other settings: {'; '.join(differences)}. A resume keeps them "
+            f"(it honours changes to {', '.join(HONOURED)}): give the run's own config (config.yaml in its version "
+            "folder), or leave out --ckpt_path to start a new run"
+        )
+    done = epochs_done(checkpoint)
+    if max_epochs is not None and 0 <= max_epochs < done:
+        raise CheckpointError(
+            f"trainer.max_epochs={max_epochs} is below the {done} epochs that checkpoint {path} has trained: "
+            f"give at least {done + 1} to train on"
+        )
+
+
+def epochs_done(checkpoint: dict[str, Any]) -> int:
+    """Epochs a checkpoint has finished (its epoch counter is of the epoch that wrote it)."""
+    progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {})
+    return progress.get("processed", checkpoint.get("epoch", -1) + 1)
+
+
+def resolve_last(trainer: Namespace) -> str:
+    """The ``last.ckpt`` that ``--ckpt_path last`` means; the resumed run logs into that run's version folder
+    (``trainer.logger``'s ``version`` is set to it).
+
+    Raises:
+        CheckpointError: If the trainer's config names no run folder, or that folder holds no ``last.ckpt``.
+    """
+    for callback in trainer.get("callbacks") or []:
+        dirpath = callback.get("init_args", {}).get("dirpath") if isinstance(callback, Namespace) else None
+        if callback.get("class_path", "").endswith("ModelCheckpoint") and dirpath:
+            return str(Path(dirpath) / LAST_CHECKPOINT)  # checked by the caller like any checkpoint path
+    logger = trainer.get("logger")
+    init_args = logger.get("init_args") if isinstance(logger, Namespace) else None
+    if init_args is None or init_args.get("save_dir") is None:
+        raise CheckpointError(
+            "--ckpt_path last needs trainer.logger with a save_dir and name (as in configs/*.yaml) "
+            "or a ModelCheckpoint with a dirpath; otherwise give the checkpoint file"
+        )
+    run_root = Path(init_args.save_dir) / (init_args.get("name") or "")
+    checkpoint, version = find_last_checkpoint(run_root, init_args.get("version"))
+    init_args.version = version  # keep logging into the same run folder
+    return str(checkpoint)
 
 
 def settings_differences(saved: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
     """``key (saved value in the checkpoint, wanted value here)`` for every setting that differs.
 
-    Settings are compared leaf by leaf (``data.env.kwargs`` as one), in ``wanted``'s order. A key that only one
-    side has is not compared: an option added after the checkpoint was written has no recorded value, and an
-    option the run no longer has cannot be set.
+    Settings are compared leaf by leaf (``data.env.kwargs`` as one), in ``wanted``'s order, but for the ``HONOURED``
+    ones and those ``LINKED_FROM_DATA``. A key that only one side has is not compared: an option added after the
+    checkpoint was written has no recorded value, and an option the run no longer has cannot be set.
     """
     return _differences("", plain_values(saved), plain_values(wanted))
 
 
 def _differences(key: str, saved: Any, wanted: Any) -> list[str]:
-    if key in NOT_COMPARED or key in LINKED_FROM_DATA or key.rpartition(".")[2].startswith("_"):
+    if key in HONOURED or key in {f"model.{name}" for name in LINKED_FROM_DATA}:
         return []
     if isinstance(saved, dict) and isinstance(wanted, dict) and key != "data.env.kwargs":
         return [
@@ -61,16 +130,6 @@ def _differences(key: str, saved: Any, wanted: Any) -> list[str]:
     if saved == wanted:
         return []
     return [f"{key} ({saved!r} in the checkpoint, {wanted!r} here)"]
-
-
-def plain_values(value: Any) -> Any:
-    """Tuples as lists and enums as their values: what a checkpoint can hold (it loads with ``weights_only``),
-    and what compares equal between a config and a checkpoint's record."""
-    if isinstance(value, Mapping):
-        return {str(key): plain_values(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [plain_values(item) for item in value]
-    return value.value if isinstance(value, Enum) else value
 
 
 class RunFolderLock:
@@ -119,11 +178,12 @@ class RunFolderBusy(RunFolderError):
 
 
 class RunRecord(Callback):
-    """Writes into every checkpoint the run's settings and the sizes of its TensorBoard event files; shows the
-    settings in TensorBoard's HParams tab when a run starts (a resumed run keeps the entry of its start).
+    """Writes into every checkpoint the settings that Lightning has no place for (those ``checkpoint.RECORDS``
+    keeps in ``run_settings``) and the sizes of the run's TensorBoard event files; shows all its settings in
+    TensorBoard's HParams tab when a run starts (a resumed run keeps the entry of its start).
 
     Args:
-        settings: The run's ``seed_everything``, ``model``, ``data`` and ``collector`` settings, as plain values.
+        settings: The run's settings (``configured_settings``).
     """
 
     def __init__(self, settings: dict[str, Any]) -> None:
@@ -138,7 +198,7 @@ class RunRecord(Callback):
     def on_save_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
-        checkpoint["run_settings"] = self.settings
+        checkpoint[RUN_RECORD] = {key: value for key, value in self.settings.items() if RECORDS[key] == RUN_RECORD}
         log_dir = _tensorboard_log_dir(trainer)
         if log_dir is not None:
             checkpoint["tensorboard_events"] = event_file_sizes(log_dir)

@@ -34,7 +34,8 @@ class Episodes(NamedTuple):
 
     @property
     def valid(self) -> torch.Tensor:  # (N, T) bool
-        """Which transitions (and actions) belong to their episode; state ``t + 1`` is valid where transition ``t`` is."""
+        """Which transitions (and actions) belong to their episode; state ``t + 1`` is valid where transition ``t``
+        is."""
         return within(self.length, self.action.shape[1])
 
     @property
@@ -48,8 +49,17 @@ class Episodes(NamedTuple):
     @property
     def goal_ends(self) -> tuple[torch.Tensor, torch.Tensor]:  # (N, goal_dim) each
         """The first and the last achieved goal of every episode."""
-        last = self.achieved_goal[torch.arange(self.length.numel(), device=self.length.device), self.length]
-        return self.achieved_goal[:, 0], last
+        states = self.achieved_goal.shape[1]
+        start = torch.arange(self.length.numel(), device=self.length.device) * states
+        return episode_ends(self.achieved_goal.flatten(0, 1), start, self.length)
+
+
+def episode_ends(
+    states: torch.Tensor, start: torch.Tensor, length: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows ``start`` and ``start + length`` of ``states`` ``(R, ...)``, wrapping past its end: the first and the last
+    state of each episode of ``length`` transitions stored from row ``start``."""
+    return states[start], states[(start + length) % states.shape[0]]
 
 
 def within(length: torch.Tensor, steps: int) -> torch.Tensor:

@@ -13,9 +13,16 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from her_lightning.checkpoint import AtomicCheckpointIO, CheckpointError, trained, upgrade, verify_checkpoint
+from her_lightning.checkpoint import (
+    DATA_STATE,
+    FORMAT,
+    FORMAT_KEY,
+    AtomicCheckpointIO,
+    CheckpointError,
+    trained,
+    verify_checkpoint,
+)
 from her_lightning.cli import main
-from her_lightning.evaluation import evaluate_checkpoint
 
 ROOT = Path(__file__).parents[1]
 CONFIG = str(ROOT / "configs" / "point2d.yaml")
@@ -87,7 +94,7 @@ def test_stop_and_resume_equals_an_uninterrupted_run(tmp_path: Path, variant: st
     straight = torch.load(last_checkpoint(tmp_path / "straight"), weights_only=True)
     resumed = torch.load(last_checkpoint(tmp_path / "resumed"), weights_only=True)
     assert trained(straight)["updates"] == 6 * 16 and trained(straight)["episodes"] == 20 + 6 * 2
-    for key in ("state_dict", "optimizer_states", "counters", "HERDataModule", "epoch", "global_step"):
+    for key in ("state_dict", "optimizer_states", "counters", DATA_STATE, "epoch", "global_step"):
         assert_same(straight[key], resumed[key], key)
     for name in ("EpisodeCollector", "Evaluator"):
         (state_key,) = [k for k in straight["callbacks"] if k.startswith(name)]
@@ -103,47 +110,22 @@ def test_stop_and_resume_equals_an_uninterrupted_run(tmp_path: Path, variant: st
             assert curve == resumed_curves[tag], tag
 
 
-def as_older_layout(checkpoint: dict) -> dict:
-    """A checkpoint as runs wrote it before each counter moved to its owner: every counter and the solved flag in
-    ``counters``, and the data settings inside the datamodule's task record."""
-    data = checkpoint["HERDataModule"]
-    evaluator = checkpoint["callbacks"].pop("Evaluator")
-    checkpoint["counters"] = {**data.pop("counters"), **checkpoint["counters"], "solved": int(evaluator["solved"])}
-    task = data["task"]
-    config = {"env": task.pop("env"), "seed": task.pop("seed"), "batch_size": 64, "her_ratio": 0.8}
-    data["task"] = {**task, "config": config}
-    return checkpoint
-
-
-def test_a_checkpoint_of_the_older_layout_resumes_exactly_and_is_tested(tmp_path: Path) -> None:
-    fit(tmp_path / "straight", 4)
-    fit(tmp_path / "older", 2)
-    path = last_checkpoint(tmp_path / "older")
-    current = torch.load(path, weights_only=True)
-    torch.save(as_older_layout(torch.load(path, weights_only=True)), path)
-    upgraded = upgrade(torch.load(path, weights_only=True))
-    for key in ("counters", "HERDataModule"):
-        assert_same(upgraded[key], current[key], key)
-    assert upgraded["callbacks"]["Evaluator"]["solved"] == current["callbacks"]["Evaluator"]["solved"]
-    assert evaluate_checkpoint(path, episodes=5)["trained"] == trained(current)
-
-    fit(tmp_path / "older", 4, "--ckpt_path", "last")
-    straight = torch.load(last_checkpoint(tmp_path / "straight"), weights_only=True)
-    resumed = torch.load(last_checkpoint(tmp_path / "older"), weights_only=True)
-    assert trained(resumed) == trained(straight)
-    for key in ("state_dict", "optimizer_states", "HERDataModule"):
-        assert_same(straight[key], resumed[key], key)
-
-
 def test_checkpoint_holds_everything_and_loads_weights_only(tmp_path: Path) -> None:
     fit(tmp_path, 2)
     checkpoint = torch.load(last_checkpoint(tmp_path), weights_only=True)
+    assert checkpoint[FORMAT_KEY] == FORMAT
+    # Each setting once: the model's and the data's where Lightning writes them, the rest in the run's own record.
+    assert checkpoint["hyper_parameters"]["hidden"] == [128, 128]
+    assert checkpoint["datamodule_hyper_parameters"]["env"] == {"id": "point2d", "num_envs": 1, "kwargs": {}}
+    assert checkpoint["datamodule_hyper_parameters"]["batch_size"] == 64
+    assert set(checkpoint["run_settings"]) == {"seed_everything", "collector"}
     assert set(checkpoint["counters"]) == {"updates"}  # the learner's; the experience counters are the data's
-    assert set(checkpoint["HERDataModule"]["counters"]) == {"env_steps", "episodes"}
+    assert set(checkpoint[DATA_STATE]["counters"]) == {"env_steps", "episodes"}
     assert set(checkpoint["callbacks"]["Evaluator"]) == {"solved", "evaluations"}
-    assert {"actor.net.0.weight", "actor_target.net.0.weight", "critic_target.net.4.bias"} <= set(checkpoint["state_dict"])
+    expected = {"actor.net.0.weight", "actor_target.net.0.weight", "critic_target.net.4.bias"}
+    assert expected <= set(checkpoint["state_dict"])
     assert len(checkpoint["optimizer_states"]) == 2
-    data = checkpoint["HERDataModule"]
+    data = checkpoint[DATA_STATE]
     assert data["buffer"]["episode_length"].numel() == 20 + 2 * 2
     assert data["buffer"]["observation"].shape[0] == data["counters"]["env_steps"] + 24
     assert isinstance(data["env"]["generator"], torch.Tensor) and isinstance(data["sampler_generator"], torch.Tensor)
@@ -152,7 +134,7 @@ def test_checkpoint_holds_everything_and_loads_weights_only(tmp_path: Path) -> N
 def test_without_the_buffer_a_resume_refills_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     fit(tmp_path, 2, "--data.save_buffer", "false")
     checkpoint = torch.load(last_checkpoint(tmp_path), weights_only=True)
-    assert "buffer" not in checkpoint["HERDataModule"]
+    assert "buffer" not in checkpoint[DATA_STATE]
     with pytest.warns(UserWarning, match="holds no episode buffer"):
         fit(tmp_path, 3, "--data.save_buffer", "false", "--ckpt_path", "last")
     resumed = torch.load(last_checkpoint(tmp_path), weights_only=True)

@@ -12,7 +12,8 @@ import pytest
 import torch
 from test_faults import fit, fit_command, refused, run_folder
 
-from her_lightning.checkpoint import CheckpointError, read_checkpoint
+from her_lightning.checkpoint import FORMAT, FORMAT_KEY, CheckpointError, read_checkpoint
+from her_lightning.module import HERDDPG
 
 Change = Callable[[dict[str, Any]], None]
 
@@ -49,6 +50,16 @@ def set_hyper_parameter(name: str, value: Any) -> Change:
     return change
 
 
+def set_format(value: int | None) -> Change:
+    def change(contents: dict[str, Any]) -> None:
+        if value is None:
+            del contents[FORMAT_KEY]
+        else:
+            contents[FORMAT_KEY] = value
+
+    return change
+
+
 def commands(checkpoint: Path, folder: Path) -> dict[str, list[str]]:
     """Each command that reads a checkpoint, given ``checkpoint``."""
     return {
@@ -80,6 +91,15 @@ CHANGES = {
          "critic_twin.net.0.bias, critic_twin.net.2.weight, ..., which the file lacks"),
     ),
     "invalid": (set_hyper_parameter("hidden", [0]), "its hyper-parameters are invalid: hidden"),
+    "other format": (
+        set_format(FORMAT + 1),
+        f"it is of checkpoint format {FORMAT + 1}, and this version of her-lightning reads format {FORMAT}",
+    ),
+    "no format": (
+        set_format(None),
+        (f"it is of checkpoint format none (it records no {FORMAT_KEY}), and this version of her-lightning reads "
+         f"format {FORMAT}"),
+    ),
 }
 
 
@@ -108,3 +128,13 @@ def test_a_consistent_checkpoint_reads_as_saved(good_checkpoint: Path) -> None:
     contents = read_checkpoint(good_checkpoint)
     assert contents["hyper_parameters"]["hidden"] == [128, 128]
     assert torch.isfinite(contents["state_dict"]["actor.net.0.weight"]).all()
+
+
+def test_the_learner_refuses_a_checkpoint_of_another_format_before_loading_anything() -> None:
+    """What a Python user's ``Trainer.fit(ckpt_path=...)`` meets: the learner's hook is the first to see the file."""
+    learner = HERDDPG(obs_dim=4, goal_dim=2, action_dim=2)
+    with pytest.raises(CheckpointError, match=rf"it is of checkpoint format {FORMAT + 1}, .* reads format {FORMAT}"):
+        learner.on_load_checkpoint({FORMAT_KEY: FORMAT + 1, "counters": {"updates": 7}})
+    assert learner.updates == 0
+    learner.on_load_checkpoint({FORMAT_KEY: FORMAT, "counters": {"updates": 7}})
+    assert learner.updates == 7

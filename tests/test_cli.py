@@ -11,6 +11,7 @@ import torch
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from her_lightning.checkpoint import DATA_STATE
 from her_lightning.cli import main
 from her_lightning.collector import EpisodeCollector
 from her_lightning.data import HERDataModule
@@ -51,7 +52,7 @@ def test_every_shipped_config_parses(config: str, capsys: pytest.CaptureFixture[
         (("--data.her_ratio", "1.5"), "her_ratio=1.5 is invalid: must be within [0, 1]"),
         (("--data.displaced_share", "-0.5"), "displaced_share=-0.5 is invalid: must be within [0, 1]"),
         (("--data.batch_size", "0"), "batch_size=0 is invalid: must be at least 1"),
-        (("--data.buffer_size", "50"), "buffer_size=50 is invalid: must hold one whole episode"),
+        (("--data.buffer_size", "50"), "buffer_size=50 is invalid: must hold at least one whole episode"),
         (("--data.env.id", "nope"), "env id='nope' is unknown: it is not built in (point2d)"),
         (("--model.gamma", "1.5"), "gamma=1.5 is invalid: must be within [0, 1]"),
         (("--collector.noise_std", "-1"), "noise_std=-1.0 is invalid: must be at least 0"),
@@ -87,7 +88,8 @@ def test_unknown_strategy_lists_the_allowed_ones(capsys: pytest.CaptureFixture[s
 
 
 @pytest.mark.parametrize(
-    "args", [("--data.her_strategy", "nearest"), ("--trainer.max_epochs", "x"), ("--bogus", "1"), ("--optimizer", "Adam")]
+    "args",
+    [("--data.her_strategy", "nearest"), ("--trainer.max_epochs", "x"), ("--bogus", "1"), ("--optimizer", "Adam")],
 )
 def test_a_parser_error_is_one_line_without_the_usage(
     args: tuple[str, ...], capsys: pytest.CaptureFixture[str]
@@ -139,7 +141,7 @@ def test_fit_from_the_shipped_config_logs_every_documented_key(tmp_path: Path) -
     env_steps = [event.step for event in events.Scalars("train/episode_return")]
     assert env_steps == sorted(env_steps) and env_steps[0] >= 20 and env_steps[-1] <= 20 * 50 + 4 * 50
     checkpoint = torch.load(next(run_dir.glob("checkpoints/last.ckpt")), weights_only=True)
-    assert env_steps[-1] == checkpoint["HERDataModule"]["counters"]["env_steps"]
+    assert env_steps[-1] == checkpoint[DATA_STATE]["counters"]["env_steps"]
     assert [event.step for event in events.Scalars("eval/success_rate")][-1] == env_steps[-1]
     for tag in SCALARS_BY_UPDATES:
         assert [event.step for event in events.Scalars(tag)] == [20, 40, 60, 80], tag

@@ -8,13 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import test_checkpoint
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-from her_lightning.checkpoint import trained
-
-import test_checkpoint
 from test_checkpoint import assert_same
+
+from her_lightning.checkpoint import DATA_STATE, trained
 
 ROOT = Path(__file__).parents[1]
 CONFIG = str(ROOT / "configs" / "point2d_ddp.yaml")
@@ -47,7 +46,7 @@ def straight_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_ranks_collect_their_own_episodes_and_hold_the_same_weights(straight_run: Path) -> None:
     checkpoint = checkpoint_of(straight_run)
-    ranks = checkpoint["HERDataModule"]["ranks"]
+    ranks = checkpoint[DATA_STATE]["ranks"]
     assert len(ranks) == 2
     first, second = (rank["buffer"] for rank in ranks)
     assert not torch.equal(first["desired_goal"], second["desired_goal"])
@@ -77,7 +76,7 @@ def test_stop_and_resume_on_two_ranks_equals_an_uninterrupted_run(straight_run: 
     ddp_fit(tmp_path, 3, *SMALL)
     ddp_fit(tmp_path, 6, *SMALL, "--ckpt_path", "last")
     straight, resumed = checkpoint_of(straight_run), checkpoint_of(tmp_path)
-    for key in ("state_dict", "optimizer_states", "counters", "HERDataModule", "epoch", "global_step"):
+    for key in ("state_dict", "optimizer_states", "counters", DATA_STATE, "epoch", "global_step"):
         assert_same(straight[key], resumed[key], key)
     assert_same(straight["callbacks"]["EpisodeCollector"], resumed["callbacks"]["EpisodeCollector"], "collector")
 
@@ -96,7 +95,7 @@ def test_normalizer_statistics_are_summed_over_ranks(tmp_path: Path) -> None:
     ddp_fit(tmp_path, 2, *SMALL, "--model.normalize_inputs", "true")
     checkpoint = checkpoint_of(tmp_path)
     stored = sum(int(rank["buffer"]["episode_length"].sum()) + rank["buffer"]["episode_length"].numel()
-                 for rank in checkpoint["HERDataModule"]["ranks"])
+                 for rank in checkpoint[DATA_STATE]["ranks"])
     assert checkpoint["state_dict"]["obs_normalizer.count"].item() == stored  # every state of both ranks
     weights = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     assert_same(weights[0], weights[1], "rank 0 vs rank 1 weights")
@@ -110,7 +109,7 @@ def test_a_two_rank_run_learns(tmp_path: Path) -> None:
     (evaluation,) = events.Scalars("eval/success_rate")
     assert evaluation.value >= 0.9, f"eval success rate {evaluation.value:.2f} after 25 epochs on 2 ranks"
     # The last round's episode metrics are means over both ranks' episodes (torchmetrics synced), not rank 0's.
-    ranks = checkpoint_of(tmp_path)["HERDataModule"]["ranks"]
+    ranks = checkpoint_of(tmp_path)[DATA_STATE]["ranks"]
     last_lengths = [rank["buffer"]["episode_length"][-2:].float() for rank in ranks]
     logged = events.Scalars("train/episode_length")[-1].value
     assert logged == pytest.approx(torch.cat(last_lengths).mean().item())

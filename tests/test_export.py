@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from her_lightning.cli import main
+from her_lightning.data import recorded_task
 from her_lightning.module import HERDDPG
 
 ROOT = Path(__file__).parents[1]
@@ -54,7 +55,7 @@ def policy_files(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 def variant_of(checkpoint: Path) -> tuple[str, float]:
     """The env id and action bound of the variant that wrote ``checkpoint``, read from its own settings."""
-    env_id = torch.load(checkpoint, weights_only=True)["HERDataModule"]["task"]["env"]["id"]
+    env_id = recorded_task(torch.load(checkpoint, weights_only=True)).env["id"]
     return next((env, bound) for env, bound, _ in VARIANTS.values() if env == env_id)
 
 
@@ -193,27 +194,6 @@ def test_the_onnx_policy_refuses_wrong_sizes_and_its_example_loader_non_finite_i
         act(np.array([[np.nan, 0.0]]), np.zeros((1, 2)))
     with pytest.raises(ValueError, match="must be finite"):
         act(np.zeros((1, 2)), np.array([[0.0, np.inf]]))
-
-
-@pytest.mark.parametrize("checkpoint", ["raw_inputs"], indirect=True)
-def test_a_checkpoint_from_before_recorded_tasks_exports_unit_actions_with_a_note(
-    checkpoint: Path, tmp_path: Path
-) -> None:
-    state = torch.load(checkpoint, weights_only=True)
-    del state["HERDataModule"]["task"]
-    state.pop("run_settings", None)  # the command line's record of the settings is newer still
-    old = tmp_path / "old.ckpt"
-    torch.save(state, old)
-    with pytest.warns(UserWarning, match="predates recorded tasks"):
-        main(["export", str(old), str(tmp_path / "policy.pt2")])
-    extra = {"metadata.json": ""}
-    policy = torch.export.load(tmp_path / "policy.pt2", extra_files=extra).module()
-    metadata = json.loads(extra["metadata.json"])
-    assert metadata["env_id"] is None and metadata["config"]["data"] is None
-    assert metadata["action_low"] == [-1.0, -1.0] and metadata["action_high"] == [1.0, 1.0]
-    assert "predates recorded tasks" in metadata["note"]
-    outputs = policy(*inputs(checkpoint))
-    assert torch.allclose(outputs["action"], outputs["action_unit"], atol=1e-6)  # -1 + (u + 1) rounds
 
 
 def test_an_unknown_suffix_is_refused_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -20,13 +20,13 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from her_lightning.checkpoint import AtomicCheckpointIO, CheckpointError, verify_checkpoint
+from her_lightning.checkpoint import DATA_STATE, AtomicCheckpointIO, CheckpointError, verify_checkpoint
 from her_lightning.cli import main
 from her_lightning.data import HERDataModule
 from her_lightning.envs import make_env
-from her_lightning.evaluation import evaluate_checkpoint
-from her_lightning.rng import derive_seed
 from her_lightning.resume import LOCK_FILE, RunFolderLock
+from her_lightning.rng import derive_seed
+from her_lightning.testing import evaluate_checkpoint
 
 ROOT = Path(__file__).parents[1]
 CONFIG = str(ROOT / "configs" / "point2d.yaml")
@@ -118,7 +118,7 @@ def test_a_resume_honours_trainer_changes_and_keeps_the_checkpoints_settings(run
     checkpoint = torch.load(run_folder(run_copy) / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["counters"]["updates"] == 3 * 2
     assert checkpoint["hyper_parameters"]["hidden"] == [128, 128]
-    assert checkpoint["run_settings"]["data"]["batch_size"] == 32
+    assert checkpoint["datamodule_hyper_parameters"]["batch_size"] == 32
     assert "check_val_every_n_epoch: 2" in (run_folder(run_copy) / "config.yaml").read_text()
 
 
@@ -292,9 +292,9 @@ def test_a_read_only_log_dir_is_one_line(tmp_path: Path, capsys: pytest.CaptureF
 def two_rank_checkpoint(trained: Path, tmp_path: Path) -> Path:
     """The 2-epoch checkpoint with its per-rank state doubled, as 2 ranks write it (see ``gather_rank_states``)."""
     checkpoint = torch.load(run_folder(trained) / "checkpoints" / "last.ckpt", weights_only=True)
-    state = checkpoint["HERDataModule"]
+    state = checkpoint[DATA_STATE]
     shared = {key: state.pop(key) for key in ("counters", "task")}  # written once, beside the ranks' own states
-    checkpoint["HERDataModule"] = {"ranks": [state] * 2, **shared}
+    checkpoint[DATA_STATE] = {"ranks": [state] * 2, **shared}
     checkpoint["callbacks"]["EpisodeCollector"] = {"ranks": [checkpoint["callbacks"]["EpisodeCollector"]] * 2}
     path = tmp_path / "two_ranks.ckpt"
     torch.save(checkpoint, path)
@@ -318,7 +318,7 @@ def test_test_plays_goals_of_its_own_stream(trained: Path, monkeypatch: pytest.M
     checkpoint = run_folder(trained) / "checkpoints" / "last.ckpt"
     seeds: list[int] = []
     # Every evaluation sizes one episode on a one-copy probe first (seed 0), then plays on its own copies.
-    monkeypatch.setattr("her_lightning.evaluation.make_env", lambda *args, **kwargs: args[1] > 1 and
+    monkeypatch.setattr("her_lightning.testing.make_env", lambda *args, **kwargs: args[1] > 1 and
                         seeds.append(args[2]) or make_env(*args, **kwargs))
     first = evaluate_checkpoint(checkpoint, episodes=20)
     again = evaluate_checkpoint(checkpoint, episodes=20)
@@ -389,15 +389,6 @@ def test_a_checkpoint_with_non_finite_weights_never_replaces_a_good_one(tmp_path
     with pytest.raises(CheckpointError, match=r"not writing checkpoint .*last.ckpt: weights w are NaN or infinite"):
         io.save_checkpoint({"state_dict": {"w": torch.tensor([1.0, float("nan")])}}, tmp_path / "last.ckpt")
     assert torch.equal(io.load_checkpoint(tmp_path / "last.ckpt")["state_dict"]["w"], torch.ones(2))
-
-
-def test_a_config_that_sets_a_moved_option_says_where_it_went(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    config = tmp_path / "config.yaml"
-    config.write_text("model:\n  hidden: [64, 64]\n  solved_success_rate: 0.95\n")
-    error = refused(capsys, ["fit", "--config", str(config)])
-    assert f"config file {config} sets model.solved_success_rate, which is now evaluation.solved_success_rate" in error
 
 
 # 17. Only the subcommands that work.
