@@ -1,4 +1,5 @@
-"""The collector: has the datamodule play warm-up episodes, then fresh episodes every epoch, exploring around the actor."""
+"""The collector: has the datamodule play warm-up episodes, then fresh episodes every epoch, exploring around the
+actor."""
 
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ from typing_extensions import override
 from her_lightning import monitor
 from her_lightning.data import HERDataModule
 from her_lightning.distributed import gather_rank_states, rank_stream, select_rank_state
-from her_lightning.her import displaced_goal
 from her_lightning.module import HERDDPG
 from her_lightning.options import check_number
 from her_lightning.rng import make_generator
@@ -89,7 +89,7 @@ class EpisodeCollector(Callback):
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: HERDDPG) -> None:
         datamodule: HERDataModule = trainer.datamodule
-        if datamodule.buffer.num_episodes > 0 or self.warmup_episodes == 0:
+        if datamodule.stored_episodes > 0 or self.warmup_episodes == 0:
             return
         policy = pl_module.act
         if self.warmup_policy is WarmupPolicy.random:
@@ -118,19 +118,16 @@ class EpisodeCollector(Callback):
         num_envs: int | None = None,
         to_progress_bar: bool = False,
     ) -> None:
-        datamodule: HERDataModule = trainer.datamodule
         start = time.perf_counter()
         policy = exploring(policy, self.noise_std, self.random_action_prob, self.generator)
-        collection = datamodule.collect(policy, episodes, num_envs)
+        collection = trainer.datamodule.collect(policy, episodes, num_envs)
         pl_module.observe(collection.observations, collection.goals)
         batches, device = collection.episodes, pl_module.device
         values = {
             "train/episode_return": _mean([batch.episode_return for batch in batches], device),
             "train/episode_length": _mean([batch.length.float() for batch in batches], device),
             "train/success_rate": _mean([batch.success.float() for batch in batches], device),
-            "train/displaced_rate": _mean(
-                [displaced_goal(datamodule.env.is_success, *batch.goal_ends).float() for batch in batches], device
-            ),
+            "train/displaced_rate": _mean([displaced.float() for displaced in collection.displaced], device),
         }
         if to_progress_bar:  # Lightning allows self.log in epoch hooks only, not before fitting
             pl_module.log("train/episode_return", values["train/episode_return"], prog_bar=True, logger=False)
@@ -138,11 +135,11 @@ class EpisodeCollector(Callback):
             values |= {
                 "perf/env_steps_per_s": collection.env_steps / (time.perf_counter() - start),
                 "buffer/transitions": float(collection.stored),
-                "buffer/achieved_goal_spread": datamodule.buffer.achieved_goal_spread(),
+                "buffer/achieved_goal_spread": collection.achieved_goal_spread,
             }
-            monitor.log_scalars(trainer, values, datamodule.env_steps)
+            monitor.log_scalars(trainer, values, collection.total_env_steps)
         actions = torch.cat([batch.action[batch.valid] for batch in batches])
-        monitor.log_histogram(trainer, "train/actions", actions, datamodule.env_steps)
+        monitor.log_histogram(trainer, "train/actions", actions, collection.total_env_steps)
 
 
 def _mean(parts: list[torch.Tensor], device: torch.device) -> float:

@@ -7,8 +7,8 @@ import sys
 from typing import NoReturn
 
 from her_lightning.checkpoint import CheckpointError
-from her_lightning.evaluation import evaluate_checkpoint
 from her_lightning.export import export_policy
+from her_lightning.testing import evaluate_checkpoint
 
 
 def fail(message: str) -> NoReturn:

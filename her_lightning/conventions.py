@@ -8,14 +8,36 @@ would silently learn from wrong labels. Every collected batch of real transition
 with its own goals and compared with what the env reported; a disagreement stops the run. Where
 ``terminate_on_success`` was left out, ``ends_on_success`` tells from the episodes whether the env ends them on
 reaching the goal (``HERDataModule.collect`` then takes it as true).
+
+What the check compares against is found out first, from a Gymnasium goal env itself (``discover_conventions``, used
+by ``GymnasiumGoalEnv``): the reward at the goal, whether the reward is sparse, the success criterion and the
+``info`` key of the env's own success flag.
 """
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
 import torch
 
-from her_lightning.envs.base import GoalEnv
-from her_lightning.rollout import Episodes
+if TYPE_CHECKING:  # imported for annotations only: the envs package imports this module
+    from her_lightning.envs.base import GoalEnv
+    from her_lightning.rollout import Episodes
+
+SuccessFn = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (achieved (B, G), desired (B, G)) -> (B,) bool
+
+
+class Conventions(NamedTuple):
+    """What a Gymnasium goal env's rewards and success flags mean, as ``discover_conventions`` found them."""
+
+    reward_at_goal: float  # compute_reward(g, g)
+    reward_range: tuple[float, float] | None  # (low, high) of a sparse reward; None for a dense one
+    success_fn: SuccessFn  # the success test of relabelled goals
+    success_key: str | None  # the info key of the env's own success flag; None where it has none
+
 
 ROUNDING_SLACK = 2
 """Disagreements tolerated per batch: goals are stored as float32, so a distance within float32 rounding of a
@@ -25,6 +47,94 @@ far more transitions than this."""
 
 class ConventionError(ValueError):
     """The env's own labels disagree with the recomputed ones; the message names the option that fixes it."""
+
+
+def discover_conventions(
+    env: Any, env_id: str, seed: int, success_key: str | None, success_threshold: float | None, success_fn: str | None
+) -> Conventions:
+    """Find out a Gymnasium goal env's conventions from the env itself, where the config does not name them.
+
+    Args:
+        env: One copy of the env (``gymnasium.make``'s), reset and stepped here.
+        env_id: Its id, for the messages.
+        seed: Seed of the resets whose goals probe the reward.
+        success_key: The ``info`` key of the env's success flag; ``None`` finds ``is_success`` or ``success``.
+        success_threshold: A goal is reached within this L2 distance (needed for dense rewards).
+        success_fn: ``module:function`` mapping batches of achieved and desired goals (numpy) to booleans.
+
+    Raises:
+        ValueError: If the reward at the goal is not one value, a dense reward has no success criterion, both
+            criteria are named, ``success_fn`` cannot be imported, or ``success_key`` is not in the step info.
+    """
+    reward = _reward_convention(env, env_id, seed)
+    criterion = _success_criterion(env, env_id, reward, success_threshold, success_fn)
+    return Conventions(*reward, criterion, _success_key(env, env_id, success_key))
+
+
+def _reward_convention(env: Any, env_id: str, seed: int) -> tuple[float, tuple[float, float] | None]:
+    """The reward at the goal and, for a sparse reward, the range of rewards; ``None`` for a dense reward.
+
+    The goals are those of a few resets (a goal space's own samples can be meaningless, e.g. quaternions
+    that are not unit). The reward at the goal is ``compute_reward(g, g)``; a reward that takes no value but
+    that one and one other on pairs of those goals is sparse.
+    """
+    resets = [env.reset(seed=seed + i)[0] for i in range(8)]
+    goals = np.concatenate([np.stack([obs[key] for obs in resets]) for key in ("achieved_goal", "desired_goal")])
+    compute_reward = env.unwrapped.compute_reward
+    at_goal = np.asarray(compute_reward(goals, goals.copy(), None), dtype=np.float64)
+    if np.ptp(at_goal) > 1e-6 * max(1.0, np.abs(at_goal).max()):  # a dense reward's own rounding is allowed
+        raise ValueError(
+            f"env id={env_id!r}: compute_reward(g, g) takes several values ({at_goal.min():g} to {at_goal.max():g}) "
+            "for goals that are reached; HER needs one reward for a reached goal"
+        )
+    others = np.asarray(compute_reward(goals, np.roll(goals, 1, axis=0), None), dtype=np.float64)
+    values = np.unique(np.concatenate([at_goal, others]))
+    # + 0.0 turns a -0.0 into 0.0, for the messages and the logs
+    reward_range = (float(values.min()) + 0.0, float(values.max()) + 0.0) if values.size <= 2 else None
+    return float(at_goal.max()) + 0.0, reward_range
+
+
+def _success_criterion(
+    env: Any,
+    env_id: str,
+    reward: tuple[float, tuple[float, float] | None],
+    threshold: float | None,
+    function: str | None,
+) -> SuccessFn:
+    """The success test of relabelled goals: ``threshold`` or ``function`` where named, else the sparse ``reward``'s
+    value at the goal."""
+    if threshold is not None and function is not None:
+        raise ValueError("success_threshold and success_fn are both set: name one success criterion")
+    if threshold is not None:
+        return lambda achieved, desired: np.linalg.norm(
+            achieved.astype(np.float64) - desired.astype(np.float64), axis=-1
+        ) <= threshold
+    if function is not None:
+        module, _, name = function.rpartition(":")
+        try:
+            return getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError, ValueError) as error:
+            raise ValueError(
+                f"success_fn={function!r} cannot be imported: give it as module:function ({error})"
+            ) from error
+    reward_at_goal, reward_range = reward
+    if reward_range is None:
+        raise ValueError(
+            f"env id={env_id!r} has a dense reward (compute_reward takes many values on random goal pairs), so a "
+            "reached goal cannot be told from the reward: name the success criterion in data.env.kwargs, "
+            "success_threshold (an L2 distance) or success_fn (module:function)"
+        )
+    compute_reward = env.unwrapped.compute_reward
+    return lambda achieved, desired: np.asarray(compute_reward(achieved, desired, None)) == reward_at_goal
+
+
+def _success_key(env: Any, env_id: str, key: str | None) -> str | None:
+    """The ``info`` key of the env's own success flag, found from one step of ``env`` when not named."""
+    env.reset(seed=0)
+    _, _, _, _, info = env.step(env.action_space.sample())
+    if key is not None and key not in info:
+        raise ValueError(f"env id={env_id!r}: success_key={key!r} is not in its step info, which has {sorted(info)}")
+    return key or next((name for name in ("is_success", "success") if name in info), None)
 
 
 def check_episodes(env: GoalEnv, episodes: Episodes, name: str) -> None:

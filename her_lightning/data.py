@@ -14,16 +14,18 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader, IterableDataset
 
 from her_lightning.buffer import EpisodeBuffer
+from her_lightning.checkpoint import DATA_STATE, plain_values
 from her_lightning.conventions import check_episodes, ends_on_success
 from her_lightning.distributed import gather_rank_states, rank_stream, select_rank_state, sum_over_ranks
 from her_lightning.envs import GoalEnv, close_env, make_env
-from her_lightning.her import GoalStrategy, HERBatch, HERSampler, validate_her_options
+from her_lightning.her import GoalStrategy, HERBatch, HERSampler, displaced_goal, validate_her_options
 from her_lightning.options import check_number, check_seed
 from her_lightning.rng import derive_seed, make_generator, run_seed
-from her_lightning.rollout import Episodes, Policy, film, play, rollout
+from her_lightning.rollout import Episodes, Policy, rollout
 
 # The data.env.kwargs key that, left out, is found from the collected episodes (``HERDataModule.collect``).
 TERMINATE_ON_SUCCESS = "terminate_on_success"
+FOUND_TERMINATE_ON_SUCCESS = "found_terminate_on_success"  # whether it was (in the datamodule's checkpoint state)
 # Lightning warns that a dataset length can be wrong with several loader workers; batches are drawn in-process.
 warnings.filterwarnings("ignore", message=r".*`IterableDataset` has `__len__` defined.*")
 
@@ -85,13 +87,17 @@ class HERDataset(IterableDataset):
 
 
 class Collection(NamedTuple):
-    """What one round of collection stored, and the inputs it adds to the networks' input statistics."""
+    """What one round of collection stored, the inputs it adds to the networks' input statistics, and what is logged
+    of it."""
 
     episodes: list[Episodes]  # the batches played, each checked and stored
     observations: torch.Tensor  # (M, obs_dim) every state of those episodes
     goals: torch.Tensor  # (K, goal_dim) goals as training draws them: HER-relabelled, from the new transitions
     env_steps: int  # transitions played in this round, over all DDP ranks
     stored: int  # transitions in the buffer after this round, over all DDP ranks
+    displaced: list[torch.Tensor]  # per batch played, (N,) bool: the episode's last achieved goal misses its first
+    achieved_goal_spread: float  # of the buffer after this round (``EpisodeBuffer.achieved_goal_spread``)
+    total_env_steps: int  # ``HERDataModule.env_steps`` after this round: the x-axis of episode metrics
 
 
 class HERDataModule(pl.LightningDataModule):
@@ -99,7 +105,7 @@ class HERDataModule(pl.LightningDataModule):
 
     ``collect`` plays, checks and stores episodes and advances ``env_steps`` and
     ``episodes`` (counted over all DDP ranks); ``train_dataloader`` serves HER
-    batches from the buffer; ``evaluate`` plays the fixed evaluation goals. The
+    batches from the buffer; ``make_env`` makes further envs of the task (the ``Evaluator``'s). The
     buffer lives on the training device, so batches need no transfer.
 
     Args:
@@ -113,7 +119,7 @@ class HERDataModule(pl.LightningDataModule):
         displaced_share: Share of each training batch drawn from the episodes that displaced their achieved goal
             (their last achieved goal does not satisfy their first), the rest uniformly from all; 0 samples
             uniformly. See ``HERSampler``.
-        eval_episodes: Episodes per deterministic evaluation.
+        eval_episodes: Episodes per deterministic evaluation (played by the ``Evaluator``).
         eval_envs: Copies of the env that play them side by side, in rounds; ``None``: all at once. Fewer copies
             hold less memory (a panda-gym copy holds about 110 MB of PyBullet state).
         seed: Seed of the env, sampler and evaluation streams; ``None`` takes the run's ``seed_everything``
@@ -160,11 +166,7 @@ class HERDataModule(pl.LightningDataModule):
         self.reward_range = probe.reward_range
         self.action_low, self.action_high = probe.action_low, probe.action_high
         close_env(probe)
-        if buffer_size < self.max_episode_steps + 1:
-            raise ValueError(
-                f"buffer_size={buffer_size} is invalid: must hold one whole episode "
-                f"(at least max_episode_steps + 1 = {self.max_episode_steps + 1})"
-            )
+        EpisodeBuffer.check_holds_an_episode(buffer_size, self.max_episode_steps)
         if batch_size > buffer_size:
             raise ValueError(
                 f"batch_size={batch_size} is invalid: must be at most buffer_size={buffer_size} "
@@ -180,12 +182,15 @@ class HERDataModule(pl.LightningDataModule):
         self.eval_envs = min(eval_envs or eval_episodes, eval_episodes)
         self.seed = seed
         self.save_buffer = save_buffer
+        # The settings go into checkpoints (``datamodule_hyper_parameters``) as plain values, which a checkpoint
+        # loaded with weights_only holds: the CLI gives them so, a Python caller may give an EnvConfig and enums.
+        # TensorBoard shows them through the CLI's ``resume.RunRecord``.
+        self.save_hyperparameters(logger=False)
+        self.hparams.update(plain_values({**self.hparams, "env": self.env_config}))
         self.env: GoalEnv | None = None
         self.buffer: EpisodeBuffer | None = None
         self.sampler: HERSampler | None = None
         self.goal_sampler: HERSampler | None = None  # its own stream: the training batches do not depend on it
-        self._eval_env: GoalEnv | None = None
-        self._video_env: GoalEnv | None = None  # made on the first video
         self.env_steps = 0  # transitions played into the buffer, warm-up included, over all ranks
         self.episodes = 0
 
@@ -193,12 +198,9 @@ class HERDataModule(pl.LightningDataModule):
         if self.env is not None:
             return
         if self.seed is None:
-            self.seed = run_seed()
+            self.seed = self.hparams.seed = run_seed()  # the checkpoints record the seed the run took
         device = self.device
-        # Under DDP every rank collects its own episodes; all ranks evaluate on the same goals.
-        self.env = self.make_env(self.env_config.num_envs, rank_stream("env"))
-        self._eval_env = self.make_env(self.eval_envs, "eval")
-        self._eval_env_start = self._eval_env.state_dict()
+        self.env = self.make_env(self.env_config.num_envs, rank_stream("env"))  # under DDP, each rank's episodes
         self.buffer = EpisodeBuffer(
             self.buffer_size, self.obs_dim, self.goal_dim, self.action_dim, self.max_episode_steps, device
         )
@@ -221,6 +223,11 @@ class HERDataModule(pl.LightningDataModule):
         """The training device: envs, buffer and batches all live there."""
         return self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
 
+    @property
+    def stored_episodes(self) -> int:
+        """Episodes in the buffer on this rank (0 before the first collection, or after a resume without one)."""
+        return self.buffer.num_episodes
+
     def check_fits(self, device: torch.device) -> None:
         """Refuse a ``buffer_size`` whose episode buffer does not fit in ``device``'s available memory, before
         ``setup`` allocates it there.
@@ -230,10 +237,16 @@ class HERDataModule(pl.LightningDataModule):
         """
         EpisodeBuffer.check_fits(self.buffer_size, self.obs_dim, self.goal_dim, self.action_dim, device)
 
-    def make_env(self, num_envs: int, stream: str) -> GoalEnv:
-        """A new batch of ``num_envs`` episodes of the task, seeded from the run seed and ``stream``."""
+    @property
+    def env_id(self) -> str:
+        """The task's id, as ``data.env.id`` names it."""
+        return self.env_config.id
+
+    def make_env(self, num_envs: int, stream: str, **overrides: Any) -> GoalEnv:
+        """A new batch of ``num_envs`` episodes of the task on the training device, seeded from the run seed and
+        ``stream``; ``overrides`` replace keyword arguments of the task's constructor (``render_mode``)."""
         cfg = self.env_config
-        return make_env(cfg.id, num_envs, derive_seed(self.seed, stream), self.device, **cfg.kwargs)
+        return make_env(cfg.id, num_envs, derive_seed(self.seed, stream), self.device, **{**cfg.kwargs, **overrides})
 
     def collect(self, policy: Policy, num_episodes: int, num_envs: int | None = None) -> Collection:
         """Play at least ``num_episodes`` episodes with ``policy``, check them, store them and count them.
@@ -268,7 +281,9 @@ class HERDataModule(pl.LightningDataModule):
             self._take_terminate_on_success("seen in the episodes collected")
         self.env_steps += steps
         self.episodes += done
-        return Collection(played, observations, goals, steps, stored)
+        displaced = [displaced_goal(self.env.is_success, *episodes.goal_ends) for episodes in played]
+        spread = self.buffer.achieved_goal_spread()
+        return Collection(played, observations, goals, steps, stored, displaced, spread, self.env_steps)
 
     def _shows_termination(self, env: GoalEnv, episodes: Episodes) -> bool:
         """Whether ``episodes`` show that ``env`` ends its episodes on reaching the goal, where the config left
@@ -296,59 +311,26 @@ class HERDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         return DataLoader(HERDataset(self.sampler, self.batch_size, self.batches_per_epoch), batch_size=None)
 
-    def task_record(self) -> dict[str, Any]:
-        """What checkpoints record of the task, in plain values, for ``her-lightning export`` and ``test``.
+    @property
+    def found_terminate_on_success(self) -> bool:
+        """Whether the run took ``terminate_on_success`` as true from its episodes (``_take_terminate_on_success``):
+        the task trained on has it, and the settings as given (``hparams.env``) leave it out."""
+        return TERMINATE_ON_SUCCESS in self.env_config.kwargs and TERMINATE_ON_SUCCESS not in self.hparams.env["kwargs"]
 
-        The task as the config's ``data.env`` names it, the run seed and the env's own action bounds (see
-        ``GoalEnv``); the other data settings are in the run's ``run_settings`` where the command line trained it.
-        """
-        cfg = self.env_config
+    def task_record(self) -> dict[str, Any]:
+        """What checkpoints record of the task beyond the data settings, for ``recorded_task``: the env's own action
+        bounds (see ``GoalEnv``) and ``found_terminate_on_success``."""
         return {
-            "env": {"id": cfg.id, "num_envs": cfg.num_envs, "kwargs": dict(cfg.kwargs)},
-            "seed": self.seed,
             "action_low": list(self.action_low),
             "action_high": list(self.action_high),
+            FOUND_TERMINATE_ON_SUCCESS: self.found_terminate_on_success,
         }
-
-    def evaluate(self, policy: Policy) -> Episodes:
-        """``eval_episodes`` episodes of ``policy`` on the fixed evaluation goals, ``eval_envs`` at a time."""
-        self._eval_env.load_state_dict(self._eval_env_start)  # every evaluation plays the same goals
-        return play(self._eval_env, policy, self.eval_episodes)
-
-    def film(self, policy: Policy) -> torch.Tensor | None:
-        """One evaluation episode of ``policy`` as frames ``(T + 1, H, W, 3)`` uint8; ``None`` where the task does not
-        render images (the point task draws figures instead).
-
-        It plays on a copy of the task made once with ``render_mode="rgb_array"``, on goals of its own stream.
-
-        Raises:
-            Exception: Whatever the renderer raises where it cannot draw (no OpenGL backend, for MuJoCo).
-        """
-        if not hasattr(self._eval_env, "render"):
-            return None
-        if self._video_env is None:
-            cfg = self.env_config
-            kwargs = {**cfg.kwargs, "render_mode": "rgb_array"}
-            self._video_env = make_env(cfg.id, 1, derive_seed(self.seed, "video"), self.device, **kwargs)
-        return film(self._video_env, policy)
-
-    def teardown(self, stage: str) -> None:
-        """Close the video copy of the task: a MuJoCo renderer left to interpreter exit can fail noisily there."""
-        close_env(self._video_env)
-        self._video_env = None  # a later video makes a new one
-
-    def figure(self, episodes: Episodes) -> Any | None:
-        """A matplotlib figure of evaluation episodes where the task draws one (the point task does), else ``None``."""
-        plot = getattr(self._eval_env, "plot_episodes", None)
-        return plot(episodes) if plot is not None else None
 
     def state_dict(self) -> dict[str, Any]:
         """The random streams and, with ``save_buffer``, the stored episodes: tensors, numbers and strings only.
 
         Under DDP, every rank's (see ``distributed.gather_rank_states``). Beside them the ``counters`` and, under
-        ``task``, the ``task_record`` that ``her-lightning export`` and ``test`` read (not loaded back: the config
-        decides the task, but for a ``terminate_on_success`` that the run took from its episodes, which a resume
-        takes too).
+        ``task``, the ``task_record`` (of which a resume takes ``found_terminate_on_success``).
         """
         state = {
             "env": self.env.state_dict(),
@@ -361,16 +343,14 @@ class HERDataModule(pl.LightningDataModule):
         return {**gather_rank_states(state), "counters": counters, "task": self.task_record()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        recorded = state.get("task", {}).get("env", {}).get("kwargs", {})
-        if recorded.get(TERMINATE_ON_SUCCESS) and TERMINATE_ON_SUCCESS not in self.env_config.kwargs:
+        if state["task"][FOUND_TERMINATE_ON_SUCCESS] and TERMINATE_ON_SUCCESS not in self.env_config.kwargs:
             self._take_terminate_on_success("the checkpoint's run trained so")
-        counters = state.get("counters", {})
-        self.env_steps, self.episodes = counters.get("env_steps", 0), counters.get("episodes", 0)
+        counters = state["counters"]
+        self.env_steps, self.episodes = counters["env_steps"], counters["episodes"]
         state = select_rank_state(state, "episode buffer and random streams")
         self.env.load_state_dict(state["env"])
         self.sampler.generator.set_state(state["sampler_generator"])
-        if "goal_sampler_generator" in state:  # checkpoints from before goal statistics were sampled lack it
-            self.goal_sampler.generator.set_state(state["goal_sampler_generator"])
+        self.goal_sampler.generator.set_state(state["goal_sampler_generator"])
         if "buffer" in state:
             self.buffer.load_state_dict(state["buffer"])
         else:
@@ -378,3 +358,23 @@ class HERDataModule(pl.LightningDataModule):
                 "the checkpoint holds no episode buffer (it was saved with data.save_buffer: false): "
                 "the buffer starts empty and is refilled with the collector's warm-up episodes"
             )
+
+
+class RecordedTask(NamedTuple):
+    """The task a checkpoint's run trained on (``recorded_task``): what ``her-lightning test`` and ``export`` read."""
+
+    env: dict[str, Any]  # as the data settings' env (id, num_envs, kwargs), with terminate_on_success where found
+    seed: int  # the data's seed: of the env, sampler and evaluation streams
+    action_low: list[float]  # the env's own action bounds
+    action_high: list[float]
+
+
+def recorded_task(checkpoint: dict[str, Any]) -> RecordedTask:
+    """The task of a checkpoint's run, from its data settings (``datamodule_hyper_parameters``) and the datamodule's
+    ``task_record``."""
+    settings = checkpoint[pl.LightningDataModule.CHECKPOINT_HYPER_PARAMS_KEY]
+    task = checkpoint[DATA_STATE]["task"]
+    env = settings["env"]
+    if task[FOUND_TERMINATE_ON_SUCCESS]:
+        env = {**env, "kwargs": {**env["kwargs"], TERMINATE_ON_SUCCESS: True}}
+    return RecordedTask(env, settings["seed"], task["action_low"], task["action_high"])

@@ -1,11 +1,12 @@
-"""Evaluation: the noise-free policy on fixed goals, during training (``Evaluator``) and of a checkpoint (``test``)."""
+"""Evaluation during training: the ``Evaluator`` callback plays the noise-free policy on fixed goals.
+
+The final evaluation of a checkpoint (``her-lightning test``) is ``testing.evaluate_checkpoint``.
+"""
 
 from __future__ import annotations
 
-import json
-import math
 import time
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import lightning.pytorch as pl
@@ -15,15 +16,11 @@ from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
 from her_lightning import monitor
-from her_lightning.checkpoint import DATA_STATE, read_checkpoint, trained
 from her_lightning.data import HERDataModule
-from her_lightning.envs import close_env, make_env
-from her_lightning.export import policy_from_checkpoint
-from her_lightning.files import atomic_write
+from her_lightning.envs import GoalEnv, close_env
 from her_lightning.module import HERDDPG
-from her_lightning.options import check_memory, check_number, check_seed
-from her_lightning.rng import derive_seed
-from her_lightning.rollout import Episodes, Policy, play, rollout
+from her_lightning.options import check_number
+from her_lightning.rollout import Episodes, Policy, film, play
 
 
 def summarize(episodes: Episodes) -> dict[str, float]:
@@ -37,8 +34,13 @@ def summarize(episodes: Episodes) -> dict[str, float]:
 
 
 class Evaluator(Callback):
-    """Plays the module's ``policy`` on the datamodule's fixed evaluation goals every ``check_val_every_n_epoch``
-    epochs (the trainer's setting; ``limit_val_batches: 0`` turns evaluation off).
+    """Plays the module's ``policy`` on fixed evaluation goals every ``check_val_every_n_epoch`` epochs (the trainer's
+    setting; ``limit_val_batches: 0`` turns evaluation off).
+
+    It owns its envs: in ``setup`` it has the datamodule make ``data.eval_envs`` copies of the task on the ``eval``
+    stream of the run's seed (the same goals on every DDP rank), and every evaluation restarts them from that
+    state, so that every evaluation plays the same ``data.eval_episodes`` goals. The video copy is made on the
+    first video; ``teardown`` closes both.
 
     It logs ``eval/success_rate``, ``eval/episode_return`` and ``eval/episode_length`` against environment
     steps (also to the progress bar and ``trainer.callback_metrics``, where ``ModelCheckpoint`` and
@@ -47,7 +49,8 @@ class Evaluator(Callback):
     (the point task's trajectories): a figure per evaluation would make the TensorBoard log tens of MB. Every
     ``video_every``-th evaluation films one more episode where the task renders images (Gymnasium envs with an
     ``rgb_array`` render mode), shown as an animation in TensorBoard's Images tab; where it cannot render (no
-    OpenGL backend for MuJoCo), one line says so and the run goes on without videos.
+    OpenGL backend for MuJoCo), one line says so and the run goes on without videos. On the same schedule (even with
+    ``limit_val_batches: 0``) it draws the learner's ``q_values()`` as the ``train/q_values`` histogram.
 
     Args:
         solved_success_rate: Evaluation success rate at which the run is reported solved.
@@ -66,9 +69,31 @@ class Evaluator(Callback):
         self.figure_every = figure_every
         self.video_every = video_every
         self._can_film = True
+        self._make_env: Callable[..., GoalEnv] | None = None  # the datamodule's factory
+        self._env_id = ""
+        self._episodes = 0
+        self._env: GoalEnv | None = None
+        self._env_start: dict[str, Any] = {}
+        self._video_env: GoalEnv | None = None  # made on the first video
         self.evaluations = 0
         self.solved = False
         self._fit_start = time.perf_counter()
+
+    @override
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self._env is not None:
+            return
+        datamodule: HERDataModule = trainer.datamodule
+        self._make_env, self._env_id, self._episodes = datamodule.make_env, datamodule.env_id, datamodule.eval_episodes
+        self._env = self._make_env(datamodule.eval_envs, "eval")
+        self._env_start = self._env.state_dict()
+
+    @override
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Close the envs: a MuJoCo renderer left to interpreter exit can fail noisily there."""
+        for env in (self._env, self._video_env):
+            close_env(env)
+        self._env = self._video_env = None  # a later fit makes them again, on the same goals
 
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -76,13 +101,19 @@ class Evaluator(Callback):
 
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: HERDDPG) -> None:
-        if monitor.evaluation_epoch(trainer) and trainer.limit_val_batches != 0:
+        if not monitor.evaluation_epoch(trainer):
+            return
+        if trainer.limit_val_batches != 0:
             self.evaluate(trainer, pl_module)
+        if monitor.tensorboard(trainer) is not None:
+            q_values = pl_module.q_values()
+            if q_values is not None:
+                monitor.log_histogram(trainer, "train/q_values", q_values, pl_module.updates)
 
     def evaluate(self, trainer: pl.Trainer, pl_module: HERDDPG) -> dict[str, float]:
         """One evaluation, logged and printed; returns its metrics."""
         datamodule: HERDataModule = trainer.datamodule
-        episodes = datamodule.evaluate(pl_module.policy)
+        episodes = self.play_goals(pl_module.policy)
         metrics = summarize(episodes)
         step = datamodule.env_steps
         pl_module.log_dict(metrics, prog_bar=True, logger=False, batch_size=1)
@@ -98,7 +129,7 @@ class Evaluator(Callback):
             self.solved = True
             say(trainer, f"solved: {result} after {progress}")
         if _due(self.figure_every, self.evaluations) and monitor.tensorboard(trainer):
-            figure = datamodule.figure(episodes)
+            figure = self._figure(episodes)
             if figure is not None:
                 monitor.log_figure(trainer, "eval/trajectories", figure, step)
         if _due(self.video_every, self.evaluations) and self._can_film and monitor.tensorboard(trainer):
@@ -106,14 +137,38 @@ class Evaluator(Callback):
         self.evaluations += 1
         return metrics
 
+    def play_goals(self, policy: Policy) -> Episodes:
+        """``data.eval_episodes`` episodes of ``policy`` on the fixed evaluation goals, ``data.eval_envs`` at a time."""
+        self._env.load_state_dict(self._env_start)  # every evaluation plays the same goals
+        return play(self._env, policy, self._episodes)
+
+    def _figure(self, episodes: Episodes) -> Any | None:
+        """A matplotlib figure of evaluation episodes where the task draws one (the point task does), else ``None``."""
+        plot = getattr(self._env, "plot_episodes", None)
+        return plot(episodes) if plot is not None else None
+
+    def _frames(self, policy: Policy) -> torch.Tensor | None:
+        """One episode of ``policy`` as frames ``(T + 1, H, W, 3)`` uint8; ``None`` where the task does not render
+        images (the point task draws figures instead).
+
+        It plays on a copy of the task made once with ``render_mode="rgb_array"``, on goals of its own stream.
+
+        Raises:
+            Exception: Whatever the renderer raises where it cannot draw (no OpenGL backend, for MuJoCo).
+        """
+        if not hasattr(self._env, "render"):
+            return None
+        if self._video_env is None:
+            self._video_env = self._make_env(1, "video", render_mode="rgb_array")
+        return film(self._video_env, policy)
+
     def _film(self, trainer: pl.Trainer, pl_module: HERDDPG, step: int) -> None:
-        datamodule: HERDataModule = trainer.datamodule
         try:
-            frames = datamodule.film(pl_module.policy)
+            frames = self._frames(pl_module.policy)
         except Exception as error:  # any renderer failure (OpenGL, EGL, ...) costs the videos, never the run
             self._can_film = False
             reason = " ".join(str(error).split())[:200] or type(error).__name__
-            say(trainer, f"no evaluation videos: {datamodule.env_config.id} cannot render here ({reason}); "
+            say(trainer, f"no evaluation videos: {self._env_id} cannot render here ({reason}); "
                          "for MuJoCo tasks install EGL or OSMesa and set MUJOCO_GL=egl or osmesa")
             return
         if frames is None:
@@ -144,113 +199,3 @@ def say(trainer: pl.Trainer, line: str) -> None:
             bar.print(line)
     else:
         rank_zero_info(line)
-
-
-TEST_STREAM = "test"  # its goals are other than the training evaluations' ("eval")
-
-
-def evaluate_checkpoint(
-    path: str | Path, episodes: int = 1000, seed: int | None = None, num_envs: int | None = None
-) -> dict[str, Any]:
-    """A final evaluation of a checkpoint's policy on ``episodes`` fresh goals; writes it as JSON beside the file.
-
-    The goals come from a stream of their own (``test``) of the run's seed, or of ``seed``: none of them is
-    one of the goals the run was evaluated on while training. The policy is the one ``her-lightning export``
-    writes (the averaged actor where the run used ``average_policy``), played without exploration noise.
-
-    Args:
-        path: A training checkpoint.
-        episodes: Episodes to play.
-        seed: Seed of the test goals; ``None``: the run's seed.
-        num_envs: Copies of the env that play side by side; ``None``: all episodes at once (at most 100).
-
-    Returns:
-        The summary also written to ``<checkpoint>.test.json``, with that file's path as ``output``. Where the
-        file cannot be written (a read-only folder, a full disk), the summary is returned all the same, with
-        ``output_error`` saying why.
-
-    Raises:
-        CheckpointError: If the checkpoint is unusable. ValueError: If an option is out of range.
-    """
-    check_number("episodes", episodes, 1, integer=True)
-    if num_envs is not None:
-        check_number("num_envs", num_envs, 1, integer=True)
-    if seed is not None:
-        check_seed("seed", seed)
-    path = Path(path)
-    state = read_checkpoint(path)
-    policy, metadata = policy_from_checkpoint(state)
-    task = state.get(DATA_STATE, {}).get("task")
-    if task is None:
-        raise ValueError(f"checkpoint {path} does not record its task (it predates task records): cannot test it")
-    base_seed = (task.get("seed") or 0) if seed is None else seed
-    env_config = task["env"]
-    copies = min(num_envs or 100, episodes)
-    act = _acting(policy)
-    _check_play_fits(env_config, act, episodes, copies)
-    env = make_env(env_config["id"], copies, derive_seed(base_seed, TEST_STREAM), **env_config["kwargs"])
-    start = time.perf_counter()
-    try:
-        played = play(env, act, episodes)
-    finally:
-        close_env(env)
-    metrics = summarize(played)
-    success = metrics["eval/success_rate"]
-    low, high = wilson_interval(int(played.success.sum()), episodes)
-    summary = {
-        "checkpoint": str(path),
-        "env_id": env_config["id"],
-        "seed": base_seed,
-        "episodes": episodes,
-        "success_rate": success,
-        "success_rate_95ci": [round(low, 4), round(high, 4)],
-        "episode_return_mean": metrics["eval/episode_return"],
-        "episode_return_std": float(played.episode_return.std()) if episodes > 1 else 0.0,
-        "episode_length_mean": metrics["eval/episode_length"],
-        "policy": metadata["policy"],
-        "trained": trained(state),
-        "seconds": round(time.perf_counter() - start, 2),
-    }
-    output = path.with_name(f"{path.name}.test.json")
-    contents = (json.dumps(summary, indent=2) + "\n").encode()
-    try:
-        atomic_write(output, lambda file: file.write(contents))
-    except OSError as error:
-        summary["output_error"] = error.strerror
-    summary["output"] = str(output)
-    return summary
-
-
-def _acting(policy: torch.nn.Module) -> Policy:
-    """An exported policy module as a ``Policy``: its actions in ``[-1, 1]`` (``rollout`` records no gradients)."""
-
-    def act(observation: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
-        return policy(observation, goal)["action_unit"]
-
-    return act
-
-
-def _check_play_fits(env_config: dict[str, Any], act: Policy, episodes: int, copies: int) -> None:
-    """Refuse, before the env's copies are made, a test whose episodes do not fit in the host's available memory.
-
-    ``play`` keeps every round's episodes and concatenates them (two of each), and a round is built from its
-    steps' tensors (one more round): sized from one episode played on a single copy of the task.
-
-    Raises:
-        ValueError: Naming ``episodes``, the bytes needed and the bytes available.
-    """
-    probe = make_env(env_config["id"], 1, 0, **env_config["kwargs"])
-    try:
-        one = sum(field.nbytes for field in rollout(probe, act))
-    finally:
-        close_env(probe)
-    held = (2 * math.ceil(episodes / copies) + 1) * copies
-    check_memory("episodes", episodes, one * held, "cpu", "the episodes played")
-
-
-def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
-    """The Wilson score interval of a success rate (95% for ``z = 1.96``): sound near 0 and 1, unlike ``p ± z·se``."""
-    p = successes / trials
-    centre = (p + z * z / (2 * trials)) / (1 + z * z / trials)
-    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
-    return max(0.0, centre - half), min(1.0, centre + half)

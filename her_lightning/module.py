@@ -9,11 +9,10 @@ from typing import Any, NamedTuple
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.strategies import DDPStrategy
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from her_lightning import checkpoint as checkpoint_format
-from her_lightning import health, monitor
+from her_lightning import health, monitor, threads
 from her_lightning.her import HERBatch
 from her_lightning.losses import SATURATION_PREACTIVATION, TargetSmoothing, actor_loss, critic_loss, td_target
 from her_lightning.networks import Actor, Critic, polyak_update
@@ -22,18 +21,9 @@ from her_lightning.options import check_number
 from her_lightning.rng import make_generator, run_seed
 
 
-PLAIN_DDP_ADVICE = (
-    "cannot train HERDDPG: its critic and actor steps each use part of the parameters; "
-    "use ddp_find_unused_parameters_true (as configs/point2d_ddp.yaml)"
-)
-
-
 def policy_weights(hparams: dict[str, Any]) -> str:
-    """The module holding a checkpoint's evaluated policy: ``actor_target`` with ``average_policy``, else ``actor``.
-
-    Checkpoints saved before ``average_policy`` existed were evaluated with the latest iterate, ``actor``.
-    """
-    return "actor_target" if hparams.get("average_policy", False) else "actor"
+    """The module holding a checkpoint's evaluated policy: ``actor_target`` with ``average_policy``, else ``actor``."""
+    return "actor_target" if hparams["average_policy"] else "actor"
 
 
 class UpdateStats(NamedTuple):
@@ -67,9 +57,10 @@ class HERDDPG(pl.LightningModule):
     ``Evaluator`` callback's, which plays ``policy``.
 
     Args:
-        obs_dim: Size of an observation (linked from the data by the CLI).
-        goal_dim: Size of a goal (linked from the data by the CLI).
-        action_dim: Size of an action (linked from the data by the CLI).
+        obs_dim: Size of an observation; ``None`` (with ``goal_dim`` and ``action_dim``): the datamodule's, taken in
+            ``configure_model`` (the CLI links all three from the data).
+        goal_dim: Size of a goal; ``None``: the datamodule's.
+        action_dim: Size of an action; ``None``: the datamodule's.
         hidden: Hidden layer widths of both networks.
         actor_lr: Adam learning rate of the actor.
         critic_lr: Adam learning rate of the critic.
@@ -92,12 +83,10 @@ class HERDDPG(pl.LightningModule):
         clip_target: Clip the TD target to the returns that ``reward_range`` can produce,
             ``[min(low, 0), max(high, 0)] / (1 - gamma)`` (for -1/0 rewards: ``[-1 / (1 - gamma), 0]``).
         reward_range: ``(low, high)`` of the env's per-step reward where it is known (linked from the
-            data by the CLI); ``None`` for a dense reward.
+            data by the CLI); ``None`` for a dense reward, or, where the sizes are the datamodule's, the datamodule's.
         average_policy: Evaluate and export the Polyak average of the actor's iterates (the target actor, which
-            moves ``tau`` of the way to the actor after every actor step) rather than the latest iterate. The
-            latest iterate chases a moving critic and jitters: on the point task, after solving, single
-            evaluations of it fell from 1.00 to below 0.2 on every seed tried, where the average never fell
-            below 0.99. Collection always explores around the latest iterate.
+            moves ``tau`` of the way to the actor after every actor step) rather than the latest iterate, which
+            chases a moving critic and jitters. Collection always explores around the latest iterate.
 
     Raises:
         ValueError: If an option is out of range; the message names it.
@@ -105,9 +94,9 @@ class HERDDPG(pl.LightningModule):
 
     def __init__(
         self,
-        obs_dim: int,
-        goal_dim: int,
-        action_dim: int,
+        obs_dim: int | None = None,
+        goal_dim: int | None = None,
+        action_dim: int | None = None,
         hidden: Sequence[int] = (128, 128),
         actor_lr: float = 1e-3,
         critic_lr: float = 1e-3,
@@ -127,8 +116,12 @@ class HERDDPG(pl.LightningModule):
         average_policy: bool = True,
     ) -> None:
         super().__init__()
-        for name, value in [("obs_dim", obs_dim), ("goal_dim", goal_dim), ("action_dim", action_dim)]:
-            check_number(name, value, 1, integer=True)
+        sizes = {"obs_dim": obs_dim, "goal_dim": goal_dim, "action_dim": action_dim}
+        if None in sizes.values() and any(size is not None for size in sizes.values()):
+            raise ValueError(f"obs_dim, goal_dim and action_dim go together: give all three or none, got {sizes}")
+        for name, value in sizes.items():
+            if value is not None:
+                check_number(name, value, 1, integer=True)
         if not hidden:
             raise ValueError(f"hidden={list(hidden)} is invalid: need one or more positive widths")
         for i, width in enumerate(hidden):
@@ -146,25 +139,11 @@ class HERDDPG(pl.LightningModule):
             check_number(f"reward_range[{i}]", bound)
         if clip_target and gamma >= 1.0:
             raise ValueError(f"clip_target needs gamma < 1 (the bounds are divided by 1 - gamma), got gamma={gamma}")
-        if clip_target and reward_range is None:
-            raise ValueError(
-                "clip_target needs the env's reward range, which only a sparse reward has (reward_range is None)"
-            )
         self.save_hyperparameters()
         self.automatic_optimization = False
-        hidden = tuple(hidden)
-        self.actor = Actor(obs_dim, goal_dim, action_dim, hidden)
-        self.critic = Critic(obs_dim, goal_dim, action_dim, hidden, critic_layer_norm)
-        self.critic_twin = Critic(obs_dim, goal_dim, action_dim, hidden, critic_layer_norm) if twin_critics else None
-        self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
-        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.critic_twin_target = copy.deepcopy(self.critic_twin).requires_grad_(False) if twin_critics else None
-        # Networks see normalized inputs; the statistics are buffers, saved with the weights.
-        self.obs_normalizer = RunningNormalizer(obs_dim, norm_clip) if normalize_inputs else None
-        self.goal_normalizer = RunningNormalizer(goal_dim, norm_clip) if normalize_inputs else None
-        attainable = value_range(reward_range, gamma) if reward_range is not None and gamma < 1.0 else None
-        self._value_range = attainable if clip_target else None  # clip_target was checked to have both above
-        self._value_watch = health.ValueRangeWatch(attainable)
+        self.actor: Actor | None = None  # the networks are built by _build, here or in configure_model
+        if obs_dim is not None:
+            self._build(obs_dim, goal_dim, action_dim, reward_range)
         self._generator: torch.Generator | None = None  # target smoothing noise, made on the training device
         self._generator_state: torch.Tensor | None = None  # from a checkpoint, applied when the stream is made
         self.updates = 0
@@ -173,13 +152,62 @@ class HERDDPG(pl.LightningModule):
         self._epoch_start = time.perf_counter()
         self._last_batch: HERBatch | None = None
 
+    def _build(self, obs_dim: int, goal_dim: int, action_dim: int, reward_range: tuple[float, float] | None) -> None:
+        """The networks, their targets, the input statistics and the bounds of attainable values, for these sizes.
+
+        Raises:
+            ValueError: If ``clip_target`` is set and ``reward_range`` is ``None``.
+        """
+        hp = self.hparams
+        if hp.clip_target and reward_range is None:
+            raise ValueError(
+                "clip_target needs the env's reward range, which only a sparse reward has (reward_range is None)"
+            )
+        hidden, layer_norm = tuple(hp.hidden), hp.critic_layer_norm
+        self.actor = Actor(obs_dim, goal_dim, action_dim, hidden)
+        self.critic = Critic(obs_dim, goal_dim, action_dim, hidden, layer_norm)
+        self.critic_twin = Critic(obs_dim, goal_dim, action_dim, hidden, layer_norm) if hp.twin_critics else None
+        self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.critic_twin_target = copy.deepcopy(self.critic_twin).requires_grad_(False) if hp.twin_critics else None
+        # Networks see normalized inputs; the statistics are buffers, saved with the weights.
+        self.obs_normalizer = RunningNormalizer(obs_dim, hp.norm_clip) if hp.normalize_inputs else None
+        self.goal_normalizer = RunningNormalizer(goal_dim, hp.norm_clip) if hp.normalize_inputs else None
+        attainable = value_range(reward_range, hp.gamma) if reward_range is not None and hp.gamma < 1.0 else None
+        self._value_range = attainable if hp.clip_target else None  # clip_target was checked to have both above
+        self._value_watch = health.ValueRangeWatch(attainable)
+
+    def configure_model(self) -> None:
+        """Build the networks with the trainer's datamodule's sizes where ``__init__`` was given none.
+
+        Lightning calls this hook before it restores a checkpoint's state. The sizes, and the datamodule's
+        ``reward_range`` where none was given, are recorded in ``hparams`` (and so in checkpoints).
+
+        Raises:
+            ValueError: If the networks need sizes and the trainer has no datamodule to take them from.
+        """
+        if self.actor is not None:
+            return
+        data = self.trainer.datamodule
+        if data is None:
+            raise ValueError(
+                "HERDDPG() without obs_dim, goal_dim and action_dim takes them from the datamodule: "
+                "call trainer.fit(model, datamodule=...), or give the sizes"
+            )
+        reward_range = data.reward_range if self.hparams.reward_range is None else self.hparams.reward_range
+        self.hparams.update(
+            obs_dim=data.obs_dim, goal_dim=data.goal_dim, action_dim=data.action_dim, reward_range=reward_range
+        )
+        self._build(data.obs_dim, data.goal_dim, data.action_dim, reward_range)
+
     @property
     def critics(self) -> list[Critic]:
         return [self.critic] if self.critic_twin is None else [self.critic, self.critic_twin]
 
     @property
     def critic_targets(self) -> list[Critic]:
-        return [self.critic_target] if self.critic_twin_target is None else [self.critic_target, self.critic_twin_target]
+        twin = [] if self.critic_twin_target is None else [self.critic_twin_target]
+        return [self.critic_target, *twin]
 
     @property
     def policy_actor(self) -> Actor:
@@ -303,6 +331,11 @@ class HERDDPG(pl.LightningModule):
                 self._generator.set_state(self._generator_state)
         return self._generator
 
+    def on_fit_start(self) -> None:
+        line = threads.one_thread_for_small_networks(self, self.device)
+        if line is not None:
+            rank_zero_info(line)
+
     def on_train_epoch_start(self) -> None:
         self._epoch_start = time.perf_counter()
 
@@ -326,24 +359,31 @@ class HERDDPG(pl.LightningModule):
             # A policy saturated at the action bounds has no gradient left and stops changing: see losses.actor_loss.
             means["train/actor_saturation"] = float((preactivation.abs() > SATURATION_PREACTIVATION).float().mean())
         monitor.log_scalars(self.trainer, means, self.updates)
-        if monitor.tensorboard(self.trainer) is not None and monitor.evaluation_epoch(self.trainer):
-            with torch.no_grad():
-                q = self.critic(batch.observation, batch.goal, torch.tanh(preactivation))
-            monitor.log_histogram(self.trainer, "train/q_values", q, self.updates)
 
-    def on_fit_start(self) -> None:
-        strategy = self.trainer.strategy
-        if isinstance(strategy, DDPStrategy) and not getattr(strategy, "_ddp_kwargs", {}).get("find_unused_parameters"):
-            # Each of the two backward passes leaves the other network without gradients; plain DDP waits for them.
-            raise ValueError(f"trainer.strategy: DDP without find_unused_parameters {PLAIN_DDP_ADVICE}")
+    @torch.no_grad()
+    def q_values(self) -> torch.Tensor | None:
+        """The critic's values of the latest actor's actions on the last batch trained on, ``(batch_size,)``;
+        ``None`` before the first update. The ``Evaluator`` draws them as a histogram with its evaluations."""
+        if self._last_batch is None:
+            return None
+        batch = self.normalize(self._last_batch)
+        return self.critic(batch.observation, batch.goal, self.actor(batch.observation, batch.goal))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[checkpoint_format.FORMAT_KEY] = checkpoint_format.FORMAT  # the learner is in every checkpoint
         checkpoint["counters"] = {"updates": self.updates}
         if self._generator is not None:
             checkpoint["target_noise_generator"] = self._generator.get_state()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint_format.upgrade(checkpoint)  # the first hook that sees it: the datamodule and callbacks read it next
+        """Refuse a checkpoint of another format (the first hook that sees it, before any state is loaded).
+
+        Raises:
+            CheckpointError: Naming the checkpoint's format and the one this version reads.
+        """
+        mismatch = checkpoint_format.format_mismatch(checkpoint)
+        if mismatch is not None:
+            raise checkpoint_format.CheckpointError(f"the checkpoint cannot be loaded: {mismatch}")
         self.updates = checkpoint.get("counters", {}).get("updates", 0)
         self._generator_state = checkpoint.get("target_noise_generator")
         self._generator = None

@@ -19,9 +19,9 @@ import torch
 from test_faults import fit, fit_command, refused, run_folder
 
 from her_lightning import HERDDPG, EnvConfig, HERDataModule
-from her_lightning.checkpoint import DATA_STATE
 from her_lightning.cli import main
 from her_lightning.conventions import ConventionError
+from her_lightning.data import recorded_task
 from her_lightning.envs import make_env
 from her_lightning.module import value_range
 from her_lightning.rollout import Policy, uniform_policy
@@ -37,7 +37,9 @@ def to_goal(observation: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
     return ((goal - observation) / 0.1).clamp(-1.0, 1.0)
 
 
-def collected(env_id: str, policy: Policy | None = None, episodes: int = 8, her_ratio: float = 0.8, **kwargs: object) -> HERDataModule:
+def collected(
+    env_id: str, policy: Policy | None = None, episodes: int = 8, her_ratio: float = 0.8, **kwargs: object
+) -> HERDataModule:
     data = HERDataModule(env=EnvConfig(id=f"goal_envs:{env_id}", num_envs=4, kwargs=kwargs), buffer_size=2_000,
                          her_ratio=her_ratio, seed=0)
     data.setup("fit")
@@ -67,7 +69,8 @@ def test_a_one_zero_reward_is_detected_and_its_success_key_used() -> None:
 
 
 def test_a_success_criterion_that_disagrees_with_the_envs_flag_stops_the_run() -> None:
-    with pytest.raises(ConventionError, match=r"env goal_envs:OneZeroReach-v0: the env reports .* disagreeing on \d+; .*success_key"):
+    expected = r"env goal_envs:OneZeroReach-v0: the env reports .* disagreeing on \d+; .*success_key"
+    with pytest.raises(ConventionError, match=expected):
         collected("OneZeroReach-v0", to_goal, success_threshold=0.3)
 
 
@@ -181,14 +184,15 @@ def test_an_env_that_ends_episodes_on_reaching_the_goal_is_trained_as_such_witho
     found_line(said, "goal_envs:ToyReach-v0")
     batch = data.sampler.sample(512)
     assert torch.equal(batch.terminal, batch.reward + 1.0) and batch.terminal.any()  # reached goals are terminal
-    assert data.task_record()["env"]["kwargs"] == {"end_on_success": True, "terminate_on_success": True}
+    assert data.env_config.kwargs == {"end_on_success": True, "terminate_on_success": True}
+    assert data.task_record()["found_terminate_on_success"]
     assert data.env.terminate_on_success
 
 
 def test_an_env_that_goes_on_past_the_goal_keeps_terminate_on_success_false(said: list[str]) -> None:
     data = collected("ToyReach-v0", to_goal, her_ratio=1.0)
     assert not [message for message in said if FOUND in message]
-    assert not data.sampler.sample(512).terminal.any() and data.task_record()["env"]["kwargs"] == {}
+    assert not data.sampler.sample(512).terminal.any() and data.env_config.kwargs == {}
 
 
 class HalfEndingReach(ToyReach):
@@ -222,7 +226,7 @@ def test_a_resume_keeps_the_terminate_on_success_found_by_the_checkpoints_run(sa
     resumed.load_state_dict(state)
     assert "the checkpoint's run trained so" in found_line(said, "goal_envs:ToyReach-v0")
     assert resumed.sampler.terminate_on_success and resumed.env.terminate_on_success
-    assert resumed.task_record()["env"]["kwargs"]["terminate_on_success"] is True
+    assert resumed.env_config.kwargs["terminate_on_success"] is True
 
 
 BIT_FLIPPING = "BitFlipping-v0"
@@ -244,8 +248,8 @@ def test_bit_flipping_given_by_id_alone_trains_with_terminate_on_success_found(
     found_line(said, bit_flipping)
     checkpoint = run_folder(tmp_path) / "checkpoints" / "last.ckpt"
     contents = torch.load(checkpoint, weights_only=True)
-    assert contents[DATA_STATE]["task"]["env"]["kwargs"] == {"terminate_on_success": True}  # what test and export read
-    assert contents["run_settings"]["data"]["env"]["kwargs"] == {}  # the config as given
+    assert recorded_task(contents).env["kwargs"] == {"terminate_on_success": True}  # what test and export read
+    assert contents["datamodule_hyper_parameters"]["env"]["kwargs"] == {}  # the config as given
     main(["test", str(checkpoint), "--episodes", "8"])
     assert f"test of {checkpoint} ({bit_flipping}, " in capsys.readouterr().out
 
@@ -256,7 +260,7 @@ def test_point_maze_given_by_id_trains_with_terminate_on_success_found(tmp_path:
         "--collector.warmup_episodes", "8", "--data.eval_episodes", "2")
     found_line(said, "PointMaze_UMaze-v3")
     contents = torch.load(run_folder(tmp_path) / "checkpoints" / "last.ckpt", weights_only=True)
-    assert contents[DATA_STATE]["task"]["env"]["kwargs"] == {"continuing_task": False, "terminate_on_success": True}
+    assert recorded_task(contents).env["kwargs"] == {"continuing_task": False, "terminate_on_success": True}
 
 
 def test_a_run_that_found_terminate_on_success_resumes_exactly(tmp_path: Path, said: list[str]) -> None:

@@ -6,15 +6,20 @@ import io
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning.pytorch as pl
 import pytest
+import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from her_lightning import HERDDPG, EnvConfig, EpisodeCollector, Evaluator, HERDataModule
+from her_lightning.envs import make_env
 from her_lightning.progress import RunProgressBar
+from her_lightning.rng import derive_seed
+from her_lightning.rollout import play
 
 ROOT = Path(__file__).parents[1]
 
@@ -48,6 +53,19 @@ def test_evaluations_follow_check_val_every_n_epoch_and_limit_val_batches_turns_
     evaluator = Evaluator()
     trainer, _ = run(tmp_path / "b", evaluator, 2, check_val_every_n_epoch=1, limit_val_batches=0)
     assert evaluator.evaluations == 0 and "eval/success_rate" not in trainer.callback_metrics
+
+
+def histogram_steps(tmp_path: Path, tag: str) -> list[int]:
+    events = EventAccumulator(str(tmp_path / "run" / "version_0"), size_guidance={"histograms": 0})
+    events.Reload()
+    return [event.step for event in events.Histograms(tag)] if tag in events.Tags()["histograms"] else []
+
+
+@pytest.mark.parametrize("limit_val_batches", [None, 0])
+def test_q_values_are_drawn_on_the_evaluation_schedule_against_updates(tmp_path: Path, limit_val_batches: int) -> None:
+    options = {} if limit_val_batches is None else {"limit_val_batches": limit_val_batches}
+    run(tmp_path, Evaluator(), 5, check_val_every_n_epoch=2, **options)
+    assert histogram_steps(tmp_path, "train/q_values") == [4, 8]  # after epochs 2 and 4, of 2 updates each
 
 
 def test_figures_are_drawn_every_nth_evaluation(tmp_path: Path) -> None:
@@ -118,3 +136,23 @@ def test_on_a_terminal_one_bar_runs_over_the_epochs_and_the_lines_stay_whole(
     lines = err.replace("\r", "\n").splitlines()
     evaluations = [line for line in lines if line.startswith("eval (3 episodes) after")]
     assert len(evaluations) == 3 and not any("epochs:" in line for line in evaluations)  # no bar glued to a line
+
+
+def test_evaluation_in_rounds_plays_the_eval_streams_goals_on_every_call_and_after_a_new_setup() -> None:
+    # Fewer env copies than evaluation episodes (to save memory): the episodes are played in rounds.
+    data = HERDataModule(eval_episodes=10, eval_envs=4, seed=0)
+    data.setup("fit")
+    trainer, evaluator = SimpleNamespace(datamodule=data), Evaluator()
+    evaluator.setup(trainer, None, "fit")
+    def policy(observation: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+        return (goal - observation[:, :2]).clamp(-1.0, 1.0)
+    first, second = evaluator.play_goals(policy), evaluator.play_goals(policy)
+    evaluator.teardown(trainer, None, "fit")
+    evaluator.setup(trainer, None, "fit")
+    again = evaluator.play_goals(policy)
+    expected = play(make_env("point2d", 4, derive_seed(0, "eval")), policy, 10)
+    assert first.desired_goal.shape == (10, 2)
+    assert torch.equal(first.desired_goal, expected.desired_goal)
+    assert torch.equal(first.desired_goal, second.desired_goal) and torch.equal(first.desired_goal, again.desired_goal)
+    assert first.desired_goal.unique(dim=0).shape[0] == 10  # each round plays new goals
+    assert first.success.all()

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import lightning.pytorch as pl
 import pytest
 import torch
+from conftest import tagged_episodes
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import Logger
 
-from conftest import tagged_episodes
 from her_lightning.collector import EpisodeCollector
 from her_lightning.data import HERDataModule
 from her_lightning.her import HERBatch
 from her_lightning.module import HERDDPG
 from her_lightning.normalizer import RunningNormalizer
+
+ROOT = Path(__file__).parents[1]
 
 
 def test_running_statistics_equal_those_of_all_rows_seen() -> None:
@@ -150,3 +157,49 @@ def test_evaluation_plays_the_averaged_actor_and_collection_the_latest(average_p
     assert not torch.allclose(latest, average)  # the average lags the latest iterate
     assert torch.equal(model.act(observation, goal), latest)
     assert torch.equal(model.policy(observation, goal), average if average_policy else latest)
+
+
+def fit_tiny(model: HERDDPG, data: HERDataModule, epochs: int, tmp_path: Path, ckpt_path: str | None = None) -> None:
+    """A run of ``epochs`` epochs of 2 updates, checkpointed to ``tmp_path / "last.ckpt"``."""
+    trainer = pl.Trainer(
+        max_epochs=epochs, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+        num_sanity_val_steps=0, limit_val_batches=0, default_root_dir=tmp_path,
+        callbacks=[EpisodeCollector(warmup_episodes=4, warmup_policy="random"),
+                   ModelCheckpoint(dirpath=tmp_path, save_last=True, save_top_k=0)],
+    )
+    trainer.fit(model, data, ckpt_path=ckpt_path)
+
+
+def test_sizes_left_out_are_the_datamodules_recorded_in_the_checkpoint_and_restored_into(tmp_path: Path) -> None:
+    data = HERDataModule(buffer_size=5_000, batch_size=16, batches_per_epoch=2, seed=0)
+    model = HERDDPG(hidden=(8,), clip_target=True)  # clip_target needs the reward range: taken from the data too
+    assert model.actor is None
+    fit_tiny(model, data, 2, tmp_path)
+    sizes = {"obs_dim": data.obs_dim, "goal_dim": data.goal_dim, "action_dim": data.action_dim}
+    assert {key: model.hparams[key] for key in sizes} == sizes and model.hparams["reward_range"] == data.reward_range
+    saved = torch.load(tmp_path / "last.ckpt", weights_only=True)
+    assert {key: saved["hyper_parameters"][key] for key in sizes} == sizes
+    loaded = HERDDPG.load_from_checkpoint(tmp_path / "last.ckpt")
+    pairs = zip(loaded.state_dict().values(), model.state_dict().values(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
+    resumed = HERDDPG(hidden=(8,), clip_target=True)  # its networks are built before the checkpoint's state loads
+    fit_tiny(resumed, HERDataModule(buffer_size=5_000, batch_size=16, batches_per_epoch=2, seed=0), 3, tmp_path,
+             ckpt_path=str(tmp_path / "last.ckpt"))
+    assert resumed.updates == 6
+
+
+def test_sizes_are_given_all_together_or_taken_from_a_datamodule() -> None:
+    with pytest.raises(ValueError, match="obs_dim, goal_dim and action_dim go together"):
+        HERDDPG(obs_dim=4, goal_dim=2)
+    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_progress_bar=False)
+    with pytest.raises(ValueError, match="takes them from the datamodule"):
+        trainer.fit(HERDDPG(hidden=(8,)), train_dataloaders=[HERBatch(*(torch.zeros(1, 2),) * 6)])
+
+
+def test_the_python_example_trains_the_point_task() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "train_python.py"), "2"],
+        capture_output=True, text=True, timeout=600, check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.splitlines()[-1].startswith("eval/success_rate ")

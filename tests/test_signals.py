@@ -20,7 +20,7 @@ import torch
 from test_checkpoint import assert_same
 from test_faults import ROOT, TINY, fit, fit_command, refused, run_folder
 
-from her_lightning.checkpoint import LAST_CHECKPOINT, trained, verify_checkpoint
+from her_lightning.checkpoint import DATA_STATE, LAST_CHECKPOINT, trained, verify_checkpoint
 from her_lightning.resume import LOCK_FILE
 
 BATCHES = 2  # per epoch, in test_faults.TINY
@@ -104,7 +104,7 @@ def test_a_stop_between_scheduled_checkpoints_writes_last_ckpt_and_resumes_exact
 
     straight = torch.load(last_checkpoint(tmp_path / "straight"), weights_only=True)
     resumed = torch.load(last_checkpoint(tmp_path / "stopped"), weights_only=True)
-    for key in ("state_dict", "optimizer_states", "counters", "HERDataModule", "epoch", "global_step"):
+    for key in ("state_dict", "optimizer_states", "counters", DATA_STATE, "epoch", "global_step"):
         assert_same(straight[key], resumed[key], key)
 
 

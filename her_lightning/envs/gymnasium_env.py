@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from her_lightning.conventions import discover_conventions
 from her_lightning.envs.base import GoalObs, StepResult, scale_action
 
 GOAL_KEYS = ("observation", "achieved_goal", "desired_goal")
@@ -65,7 +66,7 @@ class GymnasiumGoalEnv:
     a ``compute_reward(achieved_goal, desired_goal, info)`` that accepts batches.
     Rewards of relabelled goals come from that function with ``info=None``.
 
-    The env's conventions are found out here, not assumed:
+    The env's conventions are found out (``conventions.discover_conventions``), not assumed:
 
     - the reward at the goal is ``compute_reward(g, g)``; a reward that takes
       only that value and one other on random goal pairs is sparse, and a goal
@@ -124,7 +125,8 @@ class GymnasiumGoalEnv:
                 importlib.import_module(module)
             spec = gym.spec(name)
         except (gym.error.Error, ModuleNotFoundError) as error:
-            hint = "" if _import_robotics() else f"; Fetch and other robotics tasks need the robotics extra: {ROBOTICS_EXTRA}"
+            extra = f"; Fetch and other robotics tasks need the robotics extra: {ROBOTICS_EXTRA}"
+            hint = "" if _import_robotics() else extra
             raise ValueError(
                 f"env id={env_id!r} is unknown: it is not built in (point2d) nor a registered Gymnasium env "
                 f"({error}){hint}"
@@ -144,9 +146,9 @@ class GymnasiumGoalEnv:
                 f"env id={env_id!r} is a continuing task whose goal moves once reached, within an episode, which "
                 "HER's relabelling of whole episodes does not handle: set continuing_task: false in data.env.kwargs"
             )
-        self.reward_at_goal, self.reward_range = _reward_convention(self._reference, env_id, seed)
-        self._success_fn = _success_criterion(self, success_threshold, success_fn)
-        self.success_key = _success_key(self._reference, env_id, success_key)
+        found = discover_conventions(self._reference, env_id, seed, success_key, success_threshold, success_fn)
+        self.reward_at_goal, self.reward_range = found.reward_at_goal, found.reward_range
+        self._success_fn, self.success_key = found.success_fn, found.success_key
         self.num_envs = num_envs
         self.terminate_on_success = terminate_on_success
         self.device = torch.device(device)
@@ -190,9 +192,11 @@ class GymnasiumGoalEnv:
         self._envs.set_attr("np_random", list(streams))
 
     def render(self) -> np.ndarray | None:
-        """The first copy's current frame, ``(H, W, 3)`` uint8, where the env was made with ``render_mode="rgb_array"``."""
+        """The first copy's current frame, ``(H, W, 3)`` uint8, where the env was made with
+        ``render_mode="rgb_array"``."""
         frames = self._envs.render()
-        return None if frames is None or frames[0] is None else np.ascontiguousarray(frames[0])  # MuJoCo's are flipped views
+        # MuJoCo's frames are flipped views: a contiguous copy.
+        return None if frames is None or frames[0] is None else np.ascontiguousarray(frames[0])
 
     def close(self) -> None:
         self._envs.close()
@@ -220,62 +224,6 @@ def _make(gym: Any, spec: Any, env_id: str, env_kwargs: dict[str, Any]) -> Any:
         return gym.make(spec, **env_kwargs)
     except TypeError as error:
         raise ValueError(f"env id={env_id!r} does not take data.env.kwargs {sorted(env_kwargs)}: {error}") from error
-
-
-def _reward_convention(env: Any, env_id: str, seed: int) -> tuple[float, tuple[float, float] | None]:
-    """The reward at the goal and, for a sparse reward, the range of rewards; ``None`` for a dense reward.
-
-    The goals are those of a few resets (a goal space's own samples can be meaningless, e.g. quaternions
-    that are not unit). The reward at the goal is ``compute_reward(g, g)``; a reward that takes no value but
-    that one and one other on pairs of those goals is sparse.
-    """
-    resets = [env.reset(seed=seed + i)[0] for i in range(8)]
-    goals = np.concatenate([np.stack([obs[key] for obs in resets]) for key in ("achieved_goal", "desired_goal")])
-    compute_reward = env.unwrapped.compute_reward
-    at_goal = np.asarray(compute_reward(goals, goals.copy(), None), dtype=np.float64)
-    if np.ptp(at_goal) > 1e-6 * max(1.0, np.abs(at_goal).max()):  # a dense reward's own rounding is allowed
-        raise ValueError(
-            f"env id={env_id!r}: compute_reward(g, g) takes several values ({at_goal.min():g} to {at_goal.max():g}) "
-            "for goals that are reached; HER needs one reward for a reached goal"
-        )
-    others = np.asarray(compute_reward(goals, np.roll(goals, 1, axis=0), None), dtype=np.float64)
-    values = np.unique(np.concatenate([at_goal, others]))
-    # + 0.0 turns a -0.0 into 0.0, for the messages and the logs
-    return float(at_goal.max()) + 0.0, ((float(values.min()) + 0.0, float(values.max()) + 0.0) if values.size <= 2 else None)
-
-
-def _success_criterion(env: GymnasiumGoalEnv, threshold: float | None, function: str | None) -> Any:
-    """The success test of relabelled goals, ``(achieved (B, G), desired (B, G)) -> (B,) bool`` on arrays."""
-    if threshold is not None and function is not None:
-        raise ValueError("success_threshold and success_fn are both set: name one success criterion")
-    if threshold is not None:
-        return lambda achieved, desired: np.linalg.norm(
-            achieved.astype(np.float64) - desired.astype(np.float64), axis=-1
-        ) <= threshold
-    if function is not None:
-        module, _, name = function.rpartition(":")
-        try:
-            return getattr(importlib.import_module(module), name)
-        except (ImportError, AttributeError, ValueError) as error:
-            raise ValueError(f"success_fn={function!r} cannot be imported: give it as module:function ({error})") from error
-    if env.reward_range is None:
-        raise ValueError(
-            f"env id={env.env_id!r} has a dense reward (compute_reward takes many values on random goal pairs), so a "
-            "reached goal cannot be told from the reward: name the success criterion in data.env.kwargs, "
-            "success_threshold (an L2 distance) or success_fn (module:function)"
-        )
-    reward_at_goal = env.reward_at_goal
-    compute_reward = env._reference.unwrapped.compute_reward
-    return lambda achieved, desired: np.asarray(compute_reward(achieved, desired, None)) == reward_at_goal
-
-
-def _success_key(env: Any, env_id: str, key: str | None) -> str | None:
-    """The ``info`` key of the env's own success flag, found from one step of ``env`` when not named."""
-    env.reset(seed=0)
-    _, _, _, _, info = env.step(env.action_space.sample())
-    if key is not None and key not in info:
-        raise ValueError(f"env id={env_id!r}: success_key={key!r} is not in its step info, which has {sorted(info)}")
-    return key or next((name for name in ("is_success", "success") if name in info), None)
 
 
 def _time_limit(env: Any, env_id: str) -> int:
