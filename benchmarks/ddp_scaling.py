@@ -64,7 +64,8 @@ def main() -> None:
         print(f"{ranks:>5} {figures['env_steps_per_s']:>12,.0f} {figures['updates_per_s']:>10,.1f} {trained:>22,.0f}")
     for ranks, figures in list(results.items())[1:]:
         base_trained = base["updates_per_s"] * batch * args.ranks[0]
-        print(f"{ranks} vs {args.ranks[0]} rank(s): env steps/s x{figures['env_steps_per_s'] / base['env_steps_per_s']:.2f}, "
+        speedup = figures["env_steps_per_s"] / base["env_steps_per_s"]
+        print(f"{ranks} vs {args.ranks[0]} rank(s): env steps/s x{speedup:.2f}, "
               f"updates/s x{figures['updates_per_s'] / base['updates_per_s']:.2f}, "
               f"transitions trained/s x{figures['updates_per_s'] * batch * ranks / base_trained:.2f}")
 

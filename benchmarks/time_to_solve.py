@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -36,7 +35,8 @@ def her_lightning_run(seed: int, max_epochs: int, *overrides: str) -> tuple[floa
         run=False,
         save_config_callback=None,
         args=["--config", str(FAST_CONFIG), "--seed_everything", str(seed), "--trainer.logger", "false",
-              "--trainer.callbacks", "[]", "--trainer.enable_checkpointing", "false", "--trainer.enable_progress_bar", "false", "--trainer.check_val_every_n_epoch", "100000",
+              "--trainer.callbacks", "[]", "--trainer.enable_checkpointing", "false",
+              "--trainer.enable_progress_bar", "false", "--trainer.check_val_every_n_epoch", "100000",
               "--trainer.max_epochs", str(max_epochs), "--trainer.enable_model_summary", "false", *overrides],
     )
     timer = SolveTimer()

@@ -48,7 +48,8 @@ def build(config: str, epochs: int) -> HERLightningCLI:
         HERDataModule,
         run=False,
         save_config_callback=None,
-        args=["--config", config, "--trainer.logger", "false", "--trainer.callbacks", "[]", "--trainer.enable_progress_bar", "false",
+        args=["--config", config, "--trainer.logger", "false", "--trainer.callbacks", "[]",
+              "--trainer.enable_progress_bar", "false",
               "--trainer.enable_checkpointing", "false", "--trainer.check_val_every_n_epoch", "1000000",
               "--trainer.max_epochs", str(epochs), "--trainer.enable_model_summary", "false"],
     )

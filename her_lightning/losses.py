@@ -17,7 +17,6 @@ from torch.nn import functional as F
 from her_lightning.her import HERBatch
 from her_lightning.networks import Actor, Critic
 
-
 SATURATION_PREACTIVATION = 3.0
 """Pre-``tanh`` values beyond this are saturated: ``tanh(3) = 0.995``, and its slope there is 1% of its slope at 0."""
 

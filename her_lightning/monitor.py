@@ -15,7 +15,9 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 SUCCESS_CHART = {
     "success": {
-        "success rate (train: with noise; eval: noise-free)": ["Multiline", ["train/success_rate", "eval/success_rate"]],
+        "success rate (train: with noise; eval: noise-free)": [
+            "Multiline", ["train/success_rate", "eval/success_rate"]
+        ],
         "episode return": ["Multiline", ["train/episode_return", "eval/episode_return"]],
     }
 }

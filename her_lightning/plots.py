@@ -17,7 +17,6 @@ def point_trajectories(episodes: Episodes, arena_size: float, threshold: float, 
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
-
     from matplotlib.collections import EllipseCollection, LineCollection
 
     count = min(max_episodes, episodes.length.numel())

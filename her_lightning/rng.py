@@ -36,5 +36,6 @@ def make_generator(seed: int, stream: str, device: torch.device | str = "cpu") -
 
 
 def run_seed() -> int:
-    """The run's seed: what ``lightning.seed_everything`` set (the CLI's ``seed_everything``), 0 where it was not called."""
+    """The run's seed: what ``lightning.seed_everything`` set (the CLI's ``seed_everything``), 0 where it was not
+    called."""
     return int(os.environ.get("PL_GLOBAL_SEED", 0))

@@ -45,7 +45,8 @@ class ToyReach(gym.Env):
         return -(np.linalg.norm(achieved_goal - desired_goal, axis=-1) > 0.1).astype(np.float64)
 
     def _obs(self) -> dict[str, np.ndarray]:
-        return {"observation": self.position.copy(), "achieved_goal": self.position.copy(), "desired_goal": self.goal.copy()}
+        position = self.position.copy()
+        return {"observation": position, "achieved_goal": position.copy(), "desired_goal": self.goal.copy()}
 
 
 class UnbatchedReward(ToyReach):
@@ -125,7 +126,8 @@ class DenseReach(ToyReach):
     def step(self, action: np.ndarray) -> tuple[dict, float, bool, bool, dict]:
         obs, _, terminated, truncated, _ = super().step(action)
         success = bool(np.linalg.norm(self.position - self.goal) <= 0.1)
-        return obs, float(self.compute_reward(self.position, self.goal, None)), terminated, truncated, {"is_success": success}
+        reward = float(self.compute_reward(self.position, self.goal, None))
+        return obs, reward, terminated, truncated, {"is_success": success}
 
     def compute_reward(self, achieved_goal: np.ndarray, desired_goal: np.ndarray, info: Any) -> np.ndarray:
         return -np.linalg.norm(achieved_goal - desired_goal, axis=-1)

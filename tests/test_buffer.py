@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import tagged_episodes
+
 from her_lightning.buffer import EpisodeBuffer
 
 

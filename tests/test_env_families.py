@@ -27,8 +27,8 @@ from typing import Any
 import lightning.pytorch as pl
 import pytest
 import torch
-
 from conftest import quiet_trainer
+
 from her_lightning import HERDDPG, EnvConfig, EpisodeCollector, Evaluator, HERDataModule
 from her_lightning.conventions import check_episodes
 from her_lightning.envs import make_env

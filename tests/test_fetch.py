@@ -18,7 +18,8 @@ CONFIG = str(CONFIGS / "fetch_reach.yaml")
 
 def test_fetch_reach_learns_within_two_thousand_steps(tmp_path: Path) -> None:
     # 1,000 random warm-up steps, then 10 epochs of 100 steps and 100 updates; one evaluation at the end.
-    main(["fit", "--config", CONFIG, "--trainer.max_epochs", "10", "--trainer.logger.init_args.save_dir", str(tmp_path)])
+    main(["fit", "--config", CONFIG, "--trainer.max_epochs", "10",
+          "--trainer.logger.init_args.save_dir", str(tmp_path)])
     (run,) = (tmp_path / "fetch_reach").iterdir()
     events = EventAccumulator(str(run))
     events.Reload()

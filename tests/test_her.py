@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import exact_match, exact_match_reward, tagged_episodes
+
 from her_lightning.buffer import EpisodeBuffer
 from her_lightning.her import GoalStrategy, HERSampler
 from her_lightning.rollout import Episodes

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from test_faults import CONFIG, TINY
 
 from her_lightning.cli import main
-from test_faults import CONFIG, TINY
 
 README = Path(__file__).parents[1] / "README.md"
 

@@ -193,7 +193,9 @@ class Payload:
         return (self.function, ())
 
 
-@pytest.mark.parametrize(("function", "name"), [(os.getcwd, "posix.getcwd"), (fractions.Fraction, "fractions.Fraction")])
+@pytest.mark.parametrize(
+    ("function", "name"), [(os.getcwd, "posix.getcwd"), (fractions.Fraction, "fractions.Fraction")]
+)
 def test_a_pickle_payload_names_the_refused_global_and_no_advice(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], function: object, name: str
 ) -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pytest
 import torch
-
 from conftest import quiet_trainer
+
 from her_lightning import HERDDPG, EnvConfig, EpisodeCollector, Evaluator, HERDataModule
 from her_lightning.cli import HERLightningCLI
 
@@ -48,7 +48,8 @@ def test_two_runs_with_one_seed_are_identical(tmp_path: Path) -> None:
     stored, other_stored = first_data.buffer.state_dict(), second_data.buffer.state_dict()
     assert stored.keys() == other_stored.keys()
     for name, value in stored.items():
-        assert torch.equal(value, other_stored[name]) if isinstance(value, torch.Tensor) else value == other_stored[name]
+        other = other_stored[name]
+        assert torch.equal(value, other) if isinstance(value, torch.Tensor) else value == other
     third, _, _ = train(tmp_path / "c", epochs=2, seed=1)
     assert not torch.equal(first.actor.net[0].weight, third.actor.net[0].weight)
 

@@ -1,4 +1,5 @@
-"""Tasks: the batched goal-env protocol, the built-in point task, the Gymnasium adapter and the factory that picks one."""
+"""Tasks: the batched goal-env protocol, the built-in point task, the Gymnasium adapter and the factory that picks
+one."""
 
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ def make_env(
     """
     if env_id in BUILTIN_ENVS:
         env_class = BUILTIN_ENVS[env_id]
-        allowed = [name for name in inspect.signature(env_class).parameters if name not in ("num_envs", "seed", "device")]
+        own = ("num_envs", "seed", "device")
+        allowed = [name for name in inspect.signature(env_class).parameters if name not in own]
         unknown = sorted(set(kwargs) - set(allowed))
         if unknown:
             raise ValueError(f"env id={env_id!r} does not take data.env.kwargs {unknown}: it takes {allowed}")
@@ -42,4 +44,6 @@ def close_env(env: GoalEnv | None) -> None:
         env.close()
 
 
-__all__ = ["BUILTIN_ENVS", "GoalEnv", "GoalObs", "GymnasiumGoalEnv", "PointNavEnv", "StepResult", "close_env", "make_env"]
+__all__ = [
+    "BUILTIN_ENVS", "GoalEnv", "GoalObs", "GymnasiumGoalEnv", "PointNavEnv", "StepResult", "close_env", "make_env"
+]
