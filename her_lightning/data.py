@@ -119,6 +119,9 @@ class HERDataModule(pl.LightningDataModule):
         displaced_share: Share of each training batch drawn from the episodes that displaced their achieved goal
             (their last achieved goal does not satisfy their first), the rest uniformly from all; 0 samples
             uniformly. See ``HERSampler``.
+        other_goal_share: Share of the relabelled goals taken from the achieved goals of any stored episode
+            instead of ``her_strategy``'s (mrl's "future + actual" mix); 0: all from ``her_strategy``. See
+            ``HERSampler``.
         eval_episodes: Episodes per deterministic evaluation (played by the ``Evaluator``).
         eval_envs: Copies of the env that play them side by side, in rounds; ``None``: all at once. Fewer copies
             hold less memory (a panda-gym copy holds about 110 MB of PyBullet state).
@@ -145,6 +148,7 @@ class HERDataModule(pl.LightningDataModule):
         save_buffer: bool = True,
         eval_envs: int | None = None,
         displaced_share: float = 0.0,
+        other_goal_share: float = 0.0,
     ) -> None:
         super().__init__()
         self.env_config = env if env is not None else EnvConfig()
@@ -159,7 +163,7 @@ class HERDataModule(pl.LightningDataModule):
             check_number(name, value, 1, integer=True)
         if seed is not None:
             check_seed("seed", seed)
-        validate_her_options(her_strategy, her_ratio, displaced_share)
+        validate_her_options(her_strategy, her_ratio, displaced_share, other_goal_share)
         probe = make_env(self.env_config.id, 1, 0, **self.env_config.kwargs)
         self.obs_dim, self.goal_dim, self.action_dim = probe.obs_dim, probe.goal_dim, probe.action_dim
         self.max_episode_steps = probe.max_episode_steps
@@ -178,6 +182,7 @@ class HERDataModule(pl.LightningDataModule):
         self.her_strategy = GoalStrategy(her_strategy)
         self.her_ratio = her_ratio
         self.displaced_share = displaced_share
+        self.other_goal_share = other_goal_share
         self.eval_episodes = eval_episodes
         self.eval_envs = min(eval_envs or eval_episodes, eval_episodes)
         self.seed = seed
@@ -214,6 +219,7 @@ class HERDataModule(pl.LightningDataModule):
                 self.her_ratio,
                 make_generator(self.seed, rank_stream(stream), device),
                 displaced_share,
+                self.other_goal_share,  # the goal statistics see goals as training draws them
             )
             for stream, displaced_share in (("sampler", self.displaced_share), ("goal_statistics", 0.0))
         )

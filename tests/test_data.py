@@ -45,14 +45,29 @@ def test_the_recorded_task_adds_the_terminate_on_success_the_run_found() -> None
 def test_a_collection_carries_what_the_collector_logs_of_it() -> None:
     data = HERDataModule(buffer_size=2_000, seed=0)
     data.setup("fit")
+
     def stay(observation: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:  # never displaces its achieved goal
         return torch.zeros(observation.shape[0], 2)
     first = data.collect(stay, 2, num_envs=2)
     assert [displaced.tolist() for displaced in first.displaced] == [[False, False]]
     assert first.achieved_goal_spread == 0.0 and first.total_env_steps == first.env_steps == 100
+
     def away(observation: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:  # walks off the start
         return torch.ones(observation.shape[0], 2)
     second = data.collect(away, 3)
     assert [displaced.tolist() for displaced in second.displaced] == [[True]] * 3
     assert second.total_env_steps == 250 == data.env_steps
     assert second.achieved_goal_spread == data.buffer.achieved_goal_spread() > 0.0
+
+
+def test_other_goal_share_reaches_both_samplers_and_takes_goals_from_other_episodes() -> None:
+    data = HERDataModule(buffer_size=2_000, seed=0, her_ratio=1.0, other_goal_share=1.0)
+    data.setup("fit")
+    assert data.sampler.other_goal_share == data.goal_sampler.other_goal_share == 1.0
+    along = [torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])]  # one round walks along x, the other along y
+    for direction in along:
+        data.collect(lambda observation, goal, direction=direction: direction.expand(observation.shape[0], 2), 2)
+    batch = data.sampler.sample(4_000)
+    moved = batch.observation[:, :2].abs().sum(dim=1) > 0  # the start state belongs to neither axis
+    other_round = batch.goal.argmax(dim=1) != batch.observation[:, :2].argmax(dim=1)
+    assert 0.4 < other_round[moved].float().mean().item() < 0.6  # half the stored states are the other round's
