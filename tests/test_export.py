@@ -46,8 +46,11 @@ def checkpoint(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
 
 @pytest.fixture(scope="module")
 def policy_files(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The checkpoint exported once in each format, by the command line."""
-    folder = tmp_path_factory.mktemp("policy")
+    return export_each(checkpoint, tmp_path_factory.mktemp("policy"))
+
+
+def export_each(checkpoint: Path, folder: Path) -> dict[str, Path]:
+    """``checkpoint`` exported once in each format into ``folder``, by the command line."""
     for suffix in EXAMPLES:
         main(["export", str(checkpoint), str(folder / f"policy{suffix}")])
     return {suffix: folder / f"policy{suffix}" for suffix in EXAMPLES}

@@ -18,14 +18,13 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from test_export import EXAMPLES, export_each
 from test_faults import fit, refused, run_folder
 
 from her_lightning.cli import main
 from her_lightning.export import INPUTS, export_policy
 from her_lightning.module import policy_weights
 
-ROOT = Path(__file__).parents[1]
-EXAMPLES = {".pt2": ROOT / "examples" / "run_pt2_policy.py", ".onnx": ROOT / "examples" / "run_onnx_policy.py"}
 DTYPE_MISMATCH = "Tensor dtype mismatch! Expected: Float, Got:"  # torch's message, from the program's own check
 
 
@@ -38,11 +37,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def policies(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The checkpoint exported once in each format, by the command line."""
-    folder = tmp_path_factory.mktemp("policies")
-    for suffix in EXAMPLES:
-        main(["export", str(checkpoint), str(folder / f"policy{suffix}")])
-    return {suffix: folder / f"policy{suffix}" for suffix in EXAMPLES}
+    return export_each(checkpoint, tmp_path_factory.mktemp("policies"))
 
 
 def temporaries(folder: Path) -> list[Path]:
