@@ -6,6 +6,7 @@ import csv
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from test_faults import CONFIG, TINY
@@ -25,12 +26,16 @@ def documented_scalars() -> set[str]:
     return keys
 
 
-def test_every_documented_scalar_reaches_tensorboard_and_csv_alike(tmp_path: Path) -> None:
+def test_every_documented_scalar_reaches_tensorboard_csv_and_mlflow_alike(tmp_path: Path) -> None:
+    mlflow = pytest.importorskip("mlflow")
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"  # a local store: MLflow keeps its file store for old runs only
     loggers = {"trainer": {"logger": [
         {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
          "init_args": {"save_dir": str(tmp_path), "name": "run", "version": 0, "default_hp_metric": False}},
         {"class_path": "lightning.pytorch.loggers.CSVLogger",
          "init_args": {"save_dir": str(tmp_path), "name": "csv", "version": 0}},
+        {"class_path": "lightning.pytorch.loggers.MLFlowLogger",
+         "init_args": {"experiment_name": "her", "tracking_uri": store}},
     ]}}
     (tmp_path / "loggers.yaml").write_text(yaml.safe_dump(loggers))
     main(["fit", "--config", CONFIG, "--config", str(tmp_path / "loggers.yaml"), *TINY, "--trainer.max_epochs", "2"])
@@ -41,3 +46,6 @@ def test_every_documented_scalar_reaches_tensorboard_and_csv_alike(tmp_path: Pat
     assert expected <= set(events.Tags()["scalars"])
     with (tmp_path / "csv" / "version_0" / "metrics.csv").open() as file:
         assert expected <= set(csv.DictReader(file).fieldnames)
+    client = mlflow.tracking.MlflowClient(tracking_uri=store)
+    (run,) = client.search_runs([client.get_experiment_by_name("her").experiment_id])
+    assert expected <= set(run.data.metrics)
