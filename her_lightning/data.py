@@ -25,7 +25,8 @@ from her_lightning.rollout import Episodes, Policy, rollout
 
 # The data.env.kwargs key that, left out, is found from the collected episodes (``HERDataModule.collect``).
 TERMINATE_ON_SUCCESS = "terminate_on_success"
-FOUND_TERMINATE_ON_SUCCESS = "found_terminate_on_success"  # whether it was (in the datamodule's checkpoint state)
+# Key of the datamodule's checkpoint state: whether the episodes showed the env ending them on the goal.
+FOUND_TERMINATE_ON_SUCCESS = "found_terminate_on_success"
 # Lightning warns that a dataset length can be wrong with several loader workers; batches are drawn in-process.
 warnings.filterwarnings("ignore", message=r".*`IterableDataset` has `__len__` defined.*")
 

@@ -174,7 +174,7 @@ class HERDDPG(pl.LightningModule):
         self.obs_normalizer = RunningNormalizer(obs_dim, hp.norm_clip) if hp.normalize_inputs else None
         self.goal_normalizer = RunningNormalizer(goal_dim, hp.norm_clip) if hp.normalize_inputs else None
         attainable = value_range(reward_range, hp.gamma) if reward_range is not None and hp.gamma < 1.0 else None
-        self._value_range = attainable if hp.clip_target else None  # clip_target was checked to have both above
+        self._value_range = attainable if hp.clip_target else None  # with clip_target, gamma < 1 and a reward range
         self._value_watch = health.ValueRangeWatch(attainable)
 
     def configure_model(self) -> None:
