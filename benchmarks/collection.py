@@ -19,8 +19,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import machine  # noqa: E402
 
+from her_lightning.ddpg import HERDDPG  # noqa: E402
 from her_lightning.envs import PointNavEnv  # noqa: E402
-from her_lightning.module import HERDDPG  # noqa: E402
 from her_lightning.rollout import exploring, rollout  # noqa: E402
 
 

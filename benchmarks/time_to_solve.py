@@ -23,7 +23,7 @@ from common import SOLVED, SolveTimer, Stopwatch, machine, point_success_rate  #
 
 from her_lightning.cli import HERLightningCLI  # noqa: E402
 from her_lightning.data import HERDataModule  # noqa: E402
-from her_lightning.module import HERDDPG  # noqa: E402
+from her_lightning.ddpg import HERDDPG  # noqa: E402
 
 FAST_CONFIG = Path(__file__).parents[1] / "configs" / "point2d_fast.yaml"
 
@@ -116,7 +116,7 @@ def fast_options() -> dict:
         "tau": model["tau"],
         "batch_size": data["batch_size"],
         "her_ratio": data["her_ratio"],
-        "noise_std": collector["noise_std"],
+        "noise_std": model["noise_std"],
         "warmup_episodes": collector["warmup_episodes"],
         "updates_per_episode": data["batches_per_epoch"] // collector["episodes_per_epoch"],
     }

@@ -23,7 +23,7 @@ from common import machine  # noqa: E402
 
 from her_lightning.cli import HERLightningCLI  # noqa: E402
 from her_lightning.data import HERDataModule  # noqa: E402
-from her_lightning.module import HERDDPG  # noqa: E402
+from her_lightning.ddpg import HERDDPG  # noqa: E402
 
 
 class EpochClock(pl.Callback):

@@ -1,14 +1,18 @@
-"""Goal-conditioned DDPG with Hindsight Experience Replay on PyTorch Lightning."""
+"""Goal-conditioned agents (DDPG, SAC, DQN) with Hindsight Experience Replay on PyTorch Lightning."""
 
 from her_lightning.buffer import EpisodeBuffer
 from her_lightning.collector import EpisodeCollector, WarmupPolicy
 from her_lightning.data import EnvConfig, HERDataModule, HERDataset
-from her_lightning.envs import GoalEnv, GymnasiumGoalEnv, PointNavEnv, make_env
+from her_lightning.ddpg import HERDDPG
+from her_lightning.dqn import HERDQN
+from her_lightning.envs import BitFlipEnv, GoalEnv, GymnasiumGoalEnv, PointNavEnv, make_env
 from her_lightning.evaluation import Evaluator
 from her_lightning.her import GoalStrategy, HERBatch, HERSampler
-from her_lightning.module import HERDDPG
+from her_lightning.learner import HERLearner
+from her_lightning.sac import HERSAC
 
 __all__ = [
+    "BitFlipEnv",
     "EnvConfig",
     "EpisodeBuffer",
     "EpisodeCollector",
@@ -18,8 +22,11 @@ __all__ = [
     "GymnasiumGoalEnv",
     "HERBatch",
     "HERDDPG",
+    "HERDQN",
     "HERDataModule",
     "HERDataset",
+    "HERLearner",
+    "HERSAC",
     "HERSampler",
     "PointNavEnv",
     "WarmupPolicy",

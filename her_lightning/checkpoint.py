@@ -22,7 +22,7 @@ from her_lightning.files import atomic_write
 LAST_CHECKPOINT = "last.ckpt"
 DATA_STATE = "HERDataModule"  # where Lightning keeps the datamodule's state_dict in a checkpoint (its class name)
 # The layout of what a checkpoint holds and where: every change to it takes the next number. Written by the learner
-# (``HERDDPG.on_save_checkpoint``); a checkpoint of another format is refused (``format_mismatch``).
+# (``HERLearner.on_save_checkpoint``); a checkpoint of another format is refused (``format_mismatch``).
 FORMAT = 1
 FORMAT_KEY = "her_lightning_format"
 RUN_RECORD = "run_settings"  # the run's own record of its settings (``resume.RunRecord``)
@@ -34,6 +34,11 @@ RECORDS = {
     "seed_everything": RUN_RECORD,
     "collector": RUN_RECORD,
 }
+
+
+# Options that moved to another section (section, option: new section): a checkpoint written before records them
+# where they were, and ``recorded_settings`` reads them where they are now.
+MOVED = {("collector", "noise_std"): "model", ("collector", "random_action_prob"): "model"}
 
 
 class CheckpointError(RuntimeError):
@@ -112,7 +117,13 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(
             _unreadable(path, f"weights {_some(bad)} are NaN or infinite (the run diverged, or the file was edited)")
         )
-    disagreement = weights_disagreement(contents["hyper_parameters"], contents["state_dict"])
+    from her_lightning.learner import learner_class  # the learners import this module
+
+    try:
+        learner = learner_class(contents)
+    except CheckpointError as error:
+        raise CheckpointError(_unreadable(path, str(error))) from None
+    disagreement = weights_disagreement(contents["hyper_parameters"], contents["state_dict"], learner)
     if disagreement is not None:
         raise CheckpointError(_unreadable(path, disagreement))
     return contents
@@ -129,7 +140,7 @@ def format_mismatch(contents: dict[str, Any]) -> str | None:
     )
 
 
-# The hyper-parameters that decide which weights the model has and their shapes.
+# The hyper-parameters that decide which weights a learner has and their shapes (each learner has some of them).
 SHAPING_HYPER_PARAMETERS = (
     "obs_dim", "goal_dim", "action_dim", "hidden", "twin_critics", "critic_layer_norm", "normalize_inputs"
 )
@@ -140,38 +151,38 @@ def non_finite_weights(weights: dict[str, torch.Tensor]) -> list[str]:
     return [name for name, value in weights.items() if value.is_floating_point() and not torch.isfinite(value).all()]
 
 
-def weights_disagreement(hparams: dict[str, Any], weights: dict[str, torch.Tensor]) -> str | None:
-    """What differs between ``weights`` and the weights of the module that ``hparams`` make, in words that name
-    the hyper-parameters to blame; ``None`` where they agree.
+def weights_disagreement(hparams: dict[str, Any], weights: dict[str, torch.Tensor], learner: type) -> str | None:
+    """What differs between ``weights`` and the weights of the ``learner`` that ``hparams`` make, in words that
+    name the hyper-parameters to blame; ``None`` where they agree.
 
     The module is built on the meta device (shapes without memory), so the comparison is exact for every
     network and normalizer it has. A shaping hyper-parameter is blamed for a difference where another value of
     it changes what differs: the size of that dimension, or whether that weight exists.
     """
     try:
-        settings = _module_settings(hparams)
-        made = _weight_shapes(settings)
+        settings = _module_settings(learner, hparams)
+        made = _weight_shapes(learner, settings)
     except (ValueError, TypeError) as error:
         return f"its hyper-parameters are invalid: {error}"
     held = {name: tuple(value.shape) for name, value in weights.items()}
     reshaped = [name for name, shape in made.items() if name in held and held[name] != shape]
     if reshaped:
         name = reshaped[0]
-        blamed = _blamed(settings, lambda shapes: _dimensions_differ(shapes.get(name), made[name], held[name]))
+        blamed = _blamed(learner, settings, lambda shapes: _dimensions_differ(shapes.get(name), made[name], held[name]))
         return (
             f"its hyper-parameters disagree with its weights: weight {name} is {held[name]} in the file, "
             f"where {_named(settings, blamed)} make{'s' if len(blamed) == 1 else ''} it {made[name]}"
         )
     lacking = [name for name in made if name not in held]
     if lacking:
-        blamed = _blamed(settings, lambda shapes: lacking[0] not in shapes)
+        blamed = _blamed(learner, settings, lambda shapes: lacking[0] not in shapes)
         return (
             f"its hyper-parameters disagree with its weights: {_named(settings, blamed)} "
             f"make{'s' if len(blamed) == 1 else ''} weights {_some(lacking)}, which the file lacks"
         )
     extra = [name for name in held if name not in made]
     if extra:
-        blamed = _blamed(settings, lambda shapes: extra[0] in shapes)
+        blamed = _blamed(learner, settings, lambda shapes: extra[0] in shapes)
         return (
             f"the file holds weights {_some(extra)}, which {_named(settings, blamed)} "
             f"do{'es' if len(blamed) == 1 else ''} not make"
@@ -179,34 +190,31 @@ def weights_disagreement(hparams: dict[str, Any], weights: dict[str, torch.Tenso
     return None
 
 
-def _learner() -> type:
-    """The learner whose weights checkpoints hold; imported here, not at the top, as module.py imports this module."""
-    from her_lightning.module import HERDDPG
-
-    return HERDDPG
-
-
-def _module_settings(hparams: dict[str, Any]) -> dict[str, Any]:
+def _module_settings(learner: type, hparams: dict[str, Any]) -> dict[str, Any]:
     """The learner's arguments from a checkpoint's hyper-parameters, with the defaults of those it lacks."""
-    parameters = inspect.signature(_learner()).parameters.values()
+    parameters = inspect.signature(learner).parameters.values()
     return {p.name: hparams.get(p.name, p.default) for p in parameters if p.name in hparams or p.default is not p.empty}
 
 
-def _weight_shapes(settings: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+def _weight_shapes(learner: type, settings: dict[str, Any]) -> dict[str, tuple[int, ...]]:
     """The name and shape of every weight of the learner made with ``settings``, built on the meta device.
 
     Raises:
         ValueError: If the learner refuses a setting.
     """
     with torch.device("meta"):
-        module = _learner()(**settings)
+        module = learner(**settings)
     return {name: tuple(value.shape) for name, value in module.state_dict().items()}
 
 
-def _blamed(settings: dict[str, Any], changes: Callable[[dict[str, tuple[int, ...]]], bool]) -> list[str]:
+def _blamed(
+    learner: type, settings: dict[str, Any], changes: Callable[[dict[str, tuple[int, ...]]], bool]
+) -> list[str]:
     """The shaping hyper-parameters another value of which ``changes`` the weights the learner has."""
     return [
-        key for key in SHAPING_HYPER_PARAMETERS if changes(_weight_shapes({**settings, key: _other(settings[key])}))
+        key
+        for key in SHAPING_HYPER_PARAMETERS
+        if key in settings and changes(_weight_shapes(learner, {**settings, key: _other(settings[key])}))
     ]
 
 
@@ -250,7 +258,8 @@ def trained(checkpoint: dict[str, Any]) -> dict[str, int]:
 
 def recorded_settings(checkpoint: dict[str, Any]) -> dict[str, Any]:
     """A checkpoint's settings by section (see ``RECORDS``), as plain values, without the sections it does not record
-    (a run trained from Python has no record of its own) and without LightningCLI's internal ``_`` keys."""
+    (a run trained from Python has no record of its own), without LightningCLI's internal ``_`` keys, and with the
+    options that moved (``MOVED``) in their present section."""
     settings = {}
     for section, entry in RECORDS.items():
         recorded = checkpoint.get(entry) or {}
@@ -259,6 +268,9 @@ def recorded_settings(checkpoint: dict[str, Any]) -> dict[str, Any]:
             value = {key: item for key, item in value.items() if not key.startswith("_")} or None
         if value is not None:
             settings[section] = plain_values(value)
+    for (section, option), now in MOVED.items():
+        if option in settings.get(section, {}) and now in settings:
+            settings[now].setdefault(option, settings[section].pop(option))
     return settings
 
 

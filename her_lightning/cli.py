@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import re
 import signal
 import sys
 import threading
@@ -27,11 +28,12 @@ from her_lightning.collector import EpisodeCollector
 from her_lightning.commands import COMMANDS, fail
 from her_lightning.conventions import ConventionError
 from her_lightning.data import HERDataModule
+from her_lightning.ddpg import HERDDPG
 from her_lightning.distributed import rank_count_mismatch, saved_ranks
 from her_lightning.evaluation import Evaluator
 from her_lightning.files import remove_leftover_temporaries
 from her_lightning.health import TrainingDiverged
-from her_lightning.module import HERDDPG
+from her_lightning.learner import HERLearner, learner_name
 from her_lightning.options import check_number, check_seed
 from her_lightning.progress import RunProgressBar
 from her_lightning.resume import (
@@ -48,9 +50,10 @@ from her_lightning.signals import StopOnSignal, exit_status
 
 # Write failures that are the disk's or the folder's, not the program's: reported in one line.
 DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG, errno.EIO}
-# DDP strategies that wait for every parameter's gradient: the critic's and the actor's steps each leave the other
-# network without one.
+# DDP strategies that wait for every parameter's gradient: a learner's steps (critic, actor, temperature) each leave
+# the other networks without one.
 PLAIN_DDP = ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook")
+DEFAULT_LEARNER = HERDDPG  # the learner of a config that names no model.class_path
 
 
 class HERLightningCLI(LightningCLI):
@@ -110,8 +113,12 @@ class HERLightningCLI(LightningCLI):
             default=None,
             help="CPU threads for torch (null: torch's default). Small networks train faster on one thread.",
         )
+        model = "model"  # a learner class given to the CLI, or with model.class_path (``main``) any learner
+        if self.subclass_mode_model:
+            parser.set_defaults({"model": {"class_path": f"{DEFAULT_LEARNER.__module__}.{DEFAULT_LEARNER.__name__}"}})
+            model = "model.init_args"
         for key in LINKED_FROM_DATA:
-            parser.link_arguments(f"data.{key}", f"model.{key}", apply_on="instantiate")
+            parser.link_arguments(f"data.{key}", f"{model}.{key}", apply_on="instantiate")
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -119,8 +126,8 @@ class HERLightningCLI(LightningCLI):
             config.data.seed = config.seed_everything
         if config.trainer.get("strategy") in PLAIN_DDP:
             fail(
-                f"trainer.strategy={config.trainer.strategy} cannot train HERDDPG: its critic and actor steps each use "
-                "part of the parameters; use ddp_find_unused_parameters_true (as configs/point2d_ddp.yaml)"
+                f"trainer.strategy={config.trainer.strategy} cannot train the learners: each optimizer step "
+                "uses part of their parameters; use ddp_find_unused_parameters_true (as configs/point2d_ddp.yaml)"
             )
         every = config.trainer.get("check_val_every_n_epoch")
         try:
@@ -133,6 +140,13 @@ class HERLightningCLI(LightningCLI):
             torch.set_num_threads(config.torch_threads)
         self._settings = configured_settings(config)
         if self._checkpoint is not None:
+            chosen = config.model.class_path if self.subclass_mode_model else self.model_class.__name__
+            learner = chosen.rpartition(".")[2]
+            if learner_name(self._checkpoint) != learner:
+                fail(
+                    f"checkpoint {config.ckpt_path} was trained by {learner_name(self._checkpoint)}, and the config "
+                    f"picks model.class_path {learner}: give the run's own config, or leave out --ckpt_path"
+                )
             try:
                 check_resume(self._checkpoint, config.ckpt_path, self._settings, config.trainer.get("max_epochs"))
             except CheckpointError as error:
@@ -153,9 +167,10 @@ class HERLightningCLI(LightningCLI):
         training device's memory too, before anything is allocated."""
         try:
             super().instantiate_classes()
+            self.model.check_action_space(self.datamodule)
             self.datamodule.check_fits(self.trainer.strategy.root_device)
         except (ValueError, MisconfigurationException) as error:  # Lightning's own check of trainer options
-            fail(str(error))
+            fail(_own_reason(str(error)))
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         trainer_config = (self.config_init[self.subcommand] if self.subcommand else self.config_init).trainer
@@ -273,7 +288,31 @@ class HERArgumentParser(LightningArgumentParser):
             super().error(message, ex)
         parser = getattr(ex, "subcommand_parser", None) or self
         command = " ".join(["her-lightning", *parser.prog.replace(" [options]", "").split()[1:]])  # + subcommand
-        fail(f"{' '.join(message.split())} (options: {command} --help)")
+        fail(f"{' '.join(_own_reason(message).split())} (options: {command} --help)")
+
+
+def _own_reason(message: str) -> str:
+    """The learner's own refusal of its options, where jsonargparse wraps it in its report on ``model``'s types
+    (a learner or none); else the message as it is."""
+    lines = message.splitlines()
+    if f"<class '{HERLearner.__module__}.{HERLearner.__name__}'>" not in message or "Errors:" not in message:
+        return message
+    start = [line.strip() for line in lines].index("Errors:") + 1
+    entries: list[list[str]] = []  # each of the report's errors: from a "- " line at its indentation to the next
+    indent = None
+    for line in lines[start:]:
+        text = line.strip()
+        if indent is None and text.startswith("- "):
+            indent = len(line) - len(line.lstrip())
+        if indent is not None and len(line) - len(line.lstrip()) <= indent and not text.startswith("- "):
+            break  # the report's "Given value" lines
+        if text.startswith("- ") and len(line) - len(line.lstrip()) == indent:
+            entries.append([])
+        if entries:
+            entries[-1].append(text.removeprefix("- ") if len(entries[-1]) == 0 else text)
+    own = [" ".join(entry) for entry in entries if "NoneType" not in entry[0]]
+    reason = "; ".join(re.sub(r"^Problem with given class_path '[^']*':\s*", "", text) for text in own)
+    return reason or message
 
 
 def _quiet_disk_errors(args: threading.ExceptHookArgs) -> None:
@@ -296,7 +335,7 @@ def _launching_process() -> bool:
     return all(os.environ.get(key, "0") == "0" for key in ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK"))
 
 
-DESCRIPTION = """Train and evaluate goal-conditioned DDPG + HER agents from YAML configs.
+DESCRIPTION = """Train and evaluate goal-conditioned agents with HER (DDPG, SAC) from YAML configs.
 
   her-lightning fit --config configs/point2d.yaml      train (--ckpt_path last resumes)
   her-lightning test CHECKPOINT                        final evaluation on fresh goals, saved as JSON
@@ -341,11 +380,12 @@ def main(args: ArgsType = None) -> None:
     if isinstance(argv, list):
         _check_config_files(argv)
     HERLightningCLI(
-        HERDDPG,
+        HERLearner,
         HERDataModule,
+        subclass_mode_model=True,
         seed_everything_default=0,
         parser_class=HERArgumentParser,
-        auto_configure_optimizers=False,  # the module makes its own two (actor_lr, critic_lr): no --optimizer
+        auto_configure_optimizers=False,  # each learner makes its own optimizers: no --optimizer
         save_config_callback=SaveConfigOnTrainStart,
         save_config_kwargs={"overwrite": True},  # a resumed run writes its config into its own folder again
         parser_kwargs={"description": DESCRIPTION, "formatter_class": argparse.RawDescriptionHelpFormatter},

@@ -1,5 +1,5 @@
-"""The collector: has the datamodule play warm-up episodes, then fresh episodes every epoch, exploring around the
-actor."""
+"""The collector: has the datamodule play warm-up episodes, then fresh episodes every epoch, with the learner's
+exploring policy."""
 
 from __future__ import annotations
 
@@ -16,39 +16,38 @@ from typing_extensions import override
 from her_lightning import monitor
 from her_lightning.data import HERDataModule
 from her_lightning.distributed import gather_rank_states, rank_stream, select_rank_state
-from her_lightning.module import HERDDPG
+from her_lightning.learner import HERLearner
 from her_lightning.options import check_number
 from her_lightning.rng import make_generator
-from her_lightning.rollout import Policy, exploring, uniform_policy
+from her_lightning.rollout import Policy
 
 
 class WarmupPolicy(StrEnum):
     """How warm-up episodes act."""
 
-    actor = "actor"  # the untrained actor plus exploration noise (the HER paper's setting)
+    actor = "actor"  # the untrained learner's exploring policy (the HER paper's setting)
     random = "random"  # uniformly random actions, covering more of the goal space
 
 
 class EpisodeCollector(Callback):
-    """Triggers collection: the datamodule plays episodes of the module's latest actor plus exploration noise.
+    """Triggers collection: the datamodule plays episodes of the learner's exploring policy.
 
     Before the first epoch it has ``warmup_episodes`` played, ``warmup_batch`` at
     a time (the policy does not change during warm-up, so playing them side by
     side changes nothing but the wall time). At the start of every epoch it has
     ``episodes_per_epoch`` played, ``env.num_envs`` at a time. Both counts are
     rounded up to a multiple of the batch. The datamodule stores and counts
-    them; the module adds their states and goals to its input statistics
-    (``HERDDPG.observe``). The collector owns the exploration noise's random
-    stream, and logs ``train/episode_return``, ``train/episode_length`` and
-    ``train/success_rate`` against environment steps.
+    them; the learner adds their states and goals to its input statistics
+    (``HERLearner.observe``). How the learner explores is its own
+    (``HERLearner.exploring_policy``); the collector owns the random stream
+    that exploration draws from, and logs ``train/episode_return``,
+    ``train/episode_length`` and ``train/success_rate`` against environment
+    steps.
 
     Args:
         warmup_episodes: Episodes collected before training starts.
-        warmup_policy: ``actor`` (untrained actor plus noise) or ``random`` (uniform actions).
+        warmup_policy: ``actor`` (the untrained learner, exploring) or ``random`` (uniform actions).
         episodes_per_epoch: Episodes collected at the start of every epoch.
-        noise_std: Standard deviation of the Gaussian exploration noise, in action units.
-        random_action_prob: Probability that an action is replaced by a uniformly random one
-            (HER's Fetch setting: 0.3).
         warmup_batch: Warm-up episodes played at once; ``None`` plays them all at once.
 
     Raises:
@@ -60,14 +59,10 @@ class EpisodeCollector(Callback):
         warmup_episodes: int = 200,
         warmup_policy: WarmupPolicy = WarmupPolicy.actor,
         episodes_per_epoch: int = 1,
-        noise_std: float = 0.1,
         warmup_batch: int | None = None,
-        random_action_prob: float = 0.0,
     ) -> None:
         check_number("warmup_episodes", warmup_episodes, 0, integer=True)
         check_number("episodes_per_epoch", episodes_per_epoch, 1, integer=True)
-        check_number("noise_std", noise_std, 0)
-        check_number("random_action_prob", random_action_prob, 0, 1)
         if warmup_batch is not None:
             check_number("warmup_batch", warmup_batch, 1, integer=True, note="or null for all at once")
         allowed = [p.value for p in WarmupPolicy]
@@ -76,9 +71,7 @@ class EpisodeCollector(Callback):
         self.warmup_episodes = warmup_episodes
         self.warmup_policy = WarmupPolicy(warmup_policy)
         self.episodes_per_epoch = episodes_per_epoch
-        self.noise_std = noise_std
         self.warmup_batch = warmup_batch
-        self.random_action_prob = random_action_prob
         self.generator: torch.Generator | None = None
 
     @override
@@ -87,18 +80,20 @@ class EpisodeCollector(Callback):
             self.generator = make_generator(trainer.datamodule.seed, rank_stream("noise"), pl_module.device)
 
     @override
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: HERDDPG) -> None:
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: HERLearner) -> None:
         datamodule: HERDataModule = trainer.datamodule
         if datamodule.stored_episodes > 0 or self.warmup_episodes == 0:
             return
-        policy = pl_module.act
         if self.warmup_policy is WarmupPolicy.random:
-            policy = uniform_policy(datamodule.action_dim, self.generator)
+            policy = pl_module.random_policy(self.generator)
+        else:
+            policy = pl_module.exploring_policy(self.generator)
         self._collect(trainer, pl_module, policy, self.warmup_episodes, self.warmup_batch or self.warmup_episodes)
 
     @override
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: HERDDPG) -> None:
-        self._collect(trainer, pl_module, pl_module.act, self.episodes_per_epoch, to_progress_bar=True)
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: HERLearner) -> None:
+        policy = pl_module.exploring_policy(self.generator)
+        self._collect(trainer, pl_module, policy, self.episodes_per_epoch, to_progress_bar=True)
 
     @override
     def state_dict(self) -> dict[str, Any]:
@@ -112,14 +107,13 @@ class EpisodeCollector(Callback):
     def _collect(
         self,
         trainer: pl.Trainer,
-        pl_module: HERDDPG,
+        pl_module: HERLearner,
         policy: Policy,
         episodes: int,
         num_envs: int | None = None,
         to_progress_bar: bool = False,
     ) -> None:
         start = time.perf_counter()
-        policy = exploring(policy, self.noise_std, self.random_action_prob, self.generator)
         collection = trainer.datamodule.collect(policy, episodes, num_envs)
         pl_module.observe(collection.observations, collection.goals)
         batches, device = collection.episodes, pl_module.device

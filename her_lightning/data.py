@@ -167,6 +167,7 @@ class HERDataModule(pl.LightningDataModule):
         validate_her_options(her_strategy, her_ratio, displaced_share, other_goal_share)
         probe = make_env(self.env_config.id, 1, 0, **self.env_config.kwargs)
         self.obs_dim, self.goal_dim, self.action_dim = probe.obs_dim, probe.goal_dim, probe.action_dim
+        self.num_actions: int | None = getattr(probe, "num_actions", None)  # a discrete action space's size
         self.max_episode_steps = probe.max_episode_steps
         self.reward_range = probe.reward_range
         self.action_low, self.action_high = probe.action_low, probe.action_high

@@ -18,7 +18,7 @@ from typing_extensions import override
 from her_lightning import monitor
 from her_lightning.data import HERDataModule
 from her_lightning.envs import GoalEnv, close_env
-from her_lightning.module import HERDDPG
+from her_lightning.learner import HERLearner
 from her_lightning.options import check_number
 from her_lightning.rollout import Episodes, Policy, film, play
 
@@ -100,7 +100,7 @@ class Evaluator(Callback):
         self._fit_start = time.perf_counter()
 
     @override
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: HERDDPG) -> None:
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: HERLearner) -> None:
         if not monitor.evaluation_epoch(trainer):
             return
         if trainer.limit_val_batches != 0:
@@ -110,7 +110,7 @@ class Evaluator(Callback):
             if q_values is not None:
                 monitor.log_histogram(trainer, "train/q_values", q_values, pl_module.updates)
 
-    def evaluate(self, trainer: pl.Trainer, pl_module: HERDDPG) -> dict[str, float]:
+    def evaluate(self, trainer: pl.Trainer, pl_module: HERLearner) -> dict[str, float]:
         """One evaluation, logged and printed; returns its metrics."""
         datamodule: HERDataModule = trainer.datamodule
         episodes = self.play_goals(pl_module.policy)
@@ -162,7 +162,7 @@ class Evaluator(Callback):
             self._video_env = self._make_env(1, "video", render_mode="rgb_array")
         return film(self._video_env, policy)
 
-    def _film(self, trainer: pl.Trainer, pl_module: HERDDPG, step: int) -> None:
+    def _film(self, trainer: pl.Trainer, pl_module: HERLearner, step: int) -> None:
         try:
             frames = self._frames(pl_module.policy)
         except Exception as error:  # any renderer failure (OpenGL, EGL, ...) costs the videos, never the run

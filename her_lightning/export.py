@@ -2,10 +2,11 @@
 
 The file maps raw (unnormalized) observations and goals, float32 batches ``(B, obs_dim)`` and ``(B, goal_dim)``,
 to two outputs: ``action``, in the env's own action bounds (what its ``step`` takes), and ``action_unit``, the
-actor's ``[-1, 1]``. The actor is the one evaluation plays (``module.policy_weights``: the Polyak-averaged one
-with ``model.average_policy``), and the input normalization a run trained with is part of the file. A ``.pt2``
-file needs only torch (``torch.export.load(path).module()``); an ``.onnx`` file needs only onnxruntime.
-``examples/`` shows both.
+policy's ``[-1, 1]`` (for a discrete action space: the action's index, counted from the env's first action). The
+policy is the one evaluation plays (the learner's ``policy_network``: DDPG's Polyak-averaged actor with
+``model.average_policy``, SAC's mean action, DQN's greedy action), and the input normalization a run trained with
+is part of the file. A ``.pt2`` file needs only torch (``torch.export.load(path).module()``); an ``.onnx`` file
+needs only onnxruntime. ``examples/`` shows both.
 
 Inputs are checked in the file, each refusal one line: a dtype other than float32, a rank other than 2 and a
 wrong width are refused by both formats (the ``.pt2`` program by its own checks, onnxruntime by the model's input
@@ -41,9 +42,7 @@ from her_lightning.checkpoint import read_checkpoint, recorded_settings
 from her_lightning.data import recorded_task
 from her_lightning.envs.base import scale_action
 from her_lightning.files import atomic_write
-from her_lightning.module import policy_weights
-from her_lightning.networks import Actor
-from her_lightning.normalizer import RunningNormalizer
+from her_lightning.learner import learner_from_checkpoint
 
 FORMATS = {".pt2": "torch.export", ".onnx": "ONNX"}
 METADATA_KEY = "metadata.json"
@@ -53,23 +52,26 @@ ONNX_EXTRA = "pip install 'her_lightning[onnx]'"
 
 
 class ExportedPolicy(nn.Module):
-    """The evaluated policy's actor behind its input normalization, with its actions also in the env's own bounds.
+    """The evaluated policy behind its input normalization, with its actions also in the env's own bounds.
 
     Takes float32 batches ``(B, obs_dim), (B, goal_dim)`` and returns ``{"action": (B, action_dim) in
-    [action_low, action_high], "action_unit": (B, action_dim) in [-1, 1]}``. Other dtypes raise (normalization
+    [action_low, action_high], "action_unit": (B, action_dim) in [-1, 1]}``; with ``discrete``, ``action_unit`` is
+    the policy's action index and ``action`` is ``action_low`` plus it. Other dtypes raise (normalization
     would turn an int64 or float16 input into float32 and act on it), and so do non-finite inputs (normalization
     would clip an inf to a plausible input).
     """
 
     def __init__(
         self,
-        actor: Actor,
+        actor: nn.Module,
         obs_normalizer: nn.Module,
         goal_normalizer: nn.Module,
         action_low: list[float],
         action_high: list[float],
+        discrete: bool = False,
     ) -> None:
         super().__init__()
+        self.discrete = discrete
         self.actor = actor
         self.obs_normalizer = obs_normalizer
         self.goal_normalizer = goal_normalizer
@@ -86,7 +88,10 @@ class ExportedPolicy(nn.Module):
             torch.isfinite(observation).all() & torch.isfinite(goal).all(),
             "observation and goal must be finite: a NaN or inf input is refused",
         )
-        unit = self.actor(self.obs_normalizer(observation), self.goal_normalizer(goal)).clamp(-1.0, 1.0)
+        chosen = self.actor(self.obs_normalizer(observation), self.goal_normalizer(goal))
+        if self.discrete:  # an index: the env's action is the first one's number plus it
+            return {"action": chosen + self.action_low, "action_unit": chosen}
+        unit = chosen.clamp(-1.0, 1.0)
         action = scale_action(unit, self.action_low, self.action_high).clamp(self.action_low, self.action_high)
         return {"action": action, "action_unit": unit}
 
@@ -159,27 +164,24 @@ def _check_output(output: Path, overwrite: bool) -> None:
 def policy_from_checkpoint(state: dict[str, Any]) -> tuple[ExportedPolicy, dict[str, Any]]:
     """The policy module and its metadata from a loaded checkpoint (see ``checkpoint.read_checkpoint``)."""
     settings = recorded_settings(state)
-    hparams = settings["model"]
-    weights = state["state_dict"]
-    dims = {key: hparams[key] for key in ("obs_dim", "goal_dim", "action_dim")}
-    actor = Actor(dims["obs_dim"], dims["goal_dim"], dims["action_dim"], tuple(hparams["hidden"]))
-    actor.load_state_dict(_submodule(weights, policy_weights(hparams)))
-    normalizers: list[nn.Module] = [nn.Identity(), nn.Identity()]
-    if hparams.get("normalize_inputs", False):
-        for i, (name, dim) in enumerate([("obs_normalizer", dims["obs_dim"]), ("goal_normalizer", dims["goal_dim"])]):
-            normalizers[i] = RunningNormalizer(dim, hparams["norm_clip"])
-            normalizers[i].load_state_dict(_submodule(weights, name))
+    learner = learner_from_checkpoint(state)
+    dims = {key: learner.hparams[key] for key in ("obs_dim", "goal_dim", "action_dim")}
+    normalizers = [learner.obs_normalizer or nn.Identity(), learner.goal_normalizer or nn.Identity()]
     task = recorded_task(state)
     low, high = task.action_low, task.action_high
-    policy = ExportedPolicy(actor, *normalizers, low, high).eval().requires_grad_(False)
+    discrete = learner.DISCRETE
+    policy = ExportedPolicy(learner.policy_network(), *normalizers, low, high, discrete).eval().requires_grad_(False)
     metadata = {
         "env_id": task.env["id"],
-        "policy": policy_weights(hparams),
+        "policy": learner.policy_name,
         **dims,
         "action_low": low,
         "action_high": high,
         "inputs": {"observation": "(batch, obs_dim) float32, raw", "goal": "(batch, goal_dim) float32, raw"},
-        "outputs": {"action": "in [action_low, action_high], the env's units", "action_unit": "in [-1, 1]"},
+        "outputs": {
+            "action": "in [action_low, action_high], the env's units",
+            "action_unit": "the action's index, in [0, action_high - action_low]" if discrete else "in [-1, 1]",
+        },
         "config": settings,
     }
     return policy, metadata
@@ -243,8 +245,3 @@ def _onnx_runner(model: bytes) -> Callable[[torch.Tensor, torch.Tensor], dict[st
         return {name: torch.from_numpy(value) for name, value in zip(OUTPUTS, values, strict=True)}
 
     return run
-
-
-def _submodule(weights: dict[str, torch.Tensor], name: str) -> dict[str, torch.Tensor]:
-    prefix = f"{name}."
-    return {key[len(prefix) :]: value for key, value in weights.items() if key.startswith(prefix)}

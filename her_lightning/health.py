@@ -65,7 +65,7 @@ class ValueRangeWatch:
         self.value_range = value_range
         self.warned = False
 
-    def check(self, q_mean: float, update: int, critic_lr: float) -> str | None:
+    def check(self, q_mean: float, update: int, lr_name: str, lr: float) -> str | None:
         """The warning to give for this epoch's mean Q, or ``None`` (always ``None`` after the first warning)."""
         if self.warned or self.value_range is None:
             return None
@@ -76,6 +76,6 @@ class ValueRangeWatch:
         self.warned = True
         return (
             f"train/q_mean is {q_mean:.3g} at update {update}, far outside the returns the rewards allow "
-            f"([{low:g}, {high:g}]): the critic is diverging; lower model.critic_lr (now {critic_lr:g}) "
+            f"([{low:g}, {high:g}]): the value estimate is diverging; lower model.{lr_name} (now {lr:g}) "
             "(warned once)"
         )

@@ -41,12 +41,16 @@ EVENT_FILE_MARK = "tfevents"  # TensorBoard reads every file whose name holds it
 HONOURED = ("trainer", "evaluation", "torch_threads", "data.save_buffer")
 # The model settings that the CLI links from the data's: they follow data.env, which is compared.
 LINKED_FROM_DATA = ("obs_dim", "goal_dim", "action_dim", "reward_range")
+# Model settings that a learner takes from the data itself (HERDQN's number of actions): not compared either.
+TAKEN_FROM_DATA = ("num_actions",)
 
 
 def configured_settings(config: Namespace) -> dict[str, Any]:
     """The settings of a run's config that a checkpoint records (the sections of ``checkpoint.RECORDS``), as plain
     values."""
     sections = {key: config[key] for key in RECORDS if key in config}
+    if "model" in sections and "init_args" in sections["model"]:  # the learner's options (its class is compared apart)
+        sections["model"] = sections["model"].init_args
     return plain_values({key: v.as_dict() if isinstance(v, Namespace) else v for key, v in sections.items()})
 
 
@@ -111,14 +115,15 @@ def settings_differences(saved: Mapping[str, Any], wanted: Mapping[str, Any]) ->
     """``key (saved value in the checkpoint, wanted value here)`` for every setting that differs.
 
     Settings are compared leaf by leaf (``data.env.kwargs`` as one), in ``wanted``'s order, but for the ``HONOURED``
-    ones and those ``LINKED_FROM_DATA``. A key that only one side has is not compared: an option added after the
-    checkpoint was written has no recorded value, and an option the run no longer has cannot be set.
+    ones and those ``LINKED_FROM_DATA`` and ``TAKEN_FROM_DATA``. A key that only one side has is not compared: an
+    option added after the checkpoint was written has no recorded value, and an option the run no longer has cannot
+    be set.
     """
     return _differences("", plain_values(saved), plain_values(wanted))
 
 
 def _differences(key: str, saved: Any, wanted: Any) -> list[str]:
-    if key in HONOURED or key in {f"model.{name}" for name in LINKED_FROM_DATA}:
+    if key in HONOURED or key in {f"model.{name}" for name in (*LINKED_FROM_DATA, *TAKEN_FROM_DATA)}:
         return []
     if isinstance(saved, dict) and isinstance(wanted, dict) and key != "data.env.kwargs":
         return [

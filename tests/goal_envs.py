@@ -100,6 +100,20 @@ class BitFlip(gym.Env):
         return {"observation": self.state.copy(), "achieved_goal": self.state.copy(), "desired_goal": self.goal.copy()}
 
 
+class DiscreteBitFlip(BitFlip):
+    """``BitFlip`` with a ``Discrete(bits, start=1)`` action space: action ``a`` flips bit ``a - 1``."""
+
+    def __init__(self, bits: int = 4) -> None:
+        super().__init__(bits)
+        self.action_space = spaces.Discrete(bits, start=1)
+
+    def step(self, action: np.ndarray) -> tuple[dict, float, bool, bool, dict]:
+        assert np.issubdtype(np.asarray(action).dtype, np.integer), "a discrete action reaches the env as an integer"
+        flip = np.zeros(self.state.shape, dtype=np.float32)
+        flip[int(action) - 1] = 1.0
+        return super().step(flip)
+
+
 class OneZeroReach(ToyReach):
     """PointMaze's convention: reward 1 at the goal and 0 elsewhere, success in ``info["success"]``."""
 
@@ -152,6 +166,7 @@ class PenalizedReach(ToyReach):
 
 
 gym.register("BitFlip-v0", entry_point=BitFlip, max_episode_steps=8)
+gym.register("DiscreteBitFlip-v0", entry_point=DiscreteBitFlip, max_episode_steps=8)
 gym.register("OneZeroReach-v0", entry_point=OneZeroReach, max_episode_steps=20)
 gym.register("FallingReach-v0", entry_point=FallingReach, max_episode_steps=20)
 gym.register("DenseReach-v0", entry_point=DenseReach, max_episode_steps=20)

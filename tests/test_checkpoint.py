@@ -75,6 +75,10 @@ VARIANTS = {
                        "--model.critic_layer_norm", "true",
                        "--model.target_policy_noise", "0.2", "--model.policy_delay", "2",
                        "--model.action_l2", "1.0", "--model.clip_target", "true"],
+    # The other learners: SAC's sampling stream and temperature, DQN's schedule on the bit-flipping task.
+    "sac": ["--model", "her_lightning.HERSAC", "--model.normalize_inputs", "true", "--model.clip_target", "true"],
+    "dqn": ["--model", "her_lightning.HERDQN", "--data.env.id", "bit_flip", "--data.env.kwargs", "{n_bits: 6}",
+            "--model.epsilon_decay_updates", "50"],
     # A Gymnasium env: its copies' random streams must come back too.
     "gymnasium_env": ["--data.env.id", "goal_envs:ToyReach-v0", "--data.env.num_envs", "2",
                       "--model.normalize_inputs", "true", "--data.displaced_share", "0.5"],

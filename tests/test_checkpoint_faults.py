@@ -13,7 +13,7 @@ import torch
 from test_faults import fit, fit_command, refused, run_folder
 
 from her_lightning.checkpoint import FORMAT, FORMAT_KEY, CheckpointError, read_checkpoint
-from her_lightning.module import HERDDPG
+from her_lightning.ddpg import HERDDPG
 
 Change = Callable[[dict[str, Any]], None]
 

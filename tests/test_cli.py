@@ -15,8 +15,8 @@ from her_lightning.checkpoint import DATA_STATE
 from her_lightning.cli import main
 from her_lightning.collector import EpisodeCollector
 from her_lightning.data import HERDataModule
+from her_lightning.ddpg import HERDDPG
 from her_lightning.evaluation import Evaluator
-from her_lightning.module import HERDDPG
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 CONFIG = str(CONFIGS / "point2d.yaml")
@@ -31,6 +31,8 @@ def test_print_config_shows_every_option_of_every_section(capsys: pytest.Capture
         run_cli("--print_config")
     assert exit_info.value.code == 0
     printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["model"]["class_path"] == "her_lightning.HERDDPG"  # the learner of a config that names none
+    printed["model"] = printed["model"]["init_args"]
     sections = {"model": HERDDPG, "data": HERDataModule, "collector": EpisodeCollector, "evaluation": Evaluator}
     linked = {"model": {"obs_dim", "goal_dim", "action_dim", "reward_range"}}  # set from the data, not options
     for section, cls in sections.items():
@@ -55,9 +57,9 @@ def test_every_shipped_config_parses(config: str, capsys: pytest.CaptureFixture[
         (("--data.buffer_size", "50"), "buffer_size=50 is invalid: must hold at least one whole episode"),
         (("--data.env.id", "nope"), "env id='nope' is unknown: it is not built in (point2d)"),
         (("--model.gamma", "1.5"), "gamma=1.5 is invalid: must be within [0, 1]"),
-        (("--collector.noise_std", "-1"), "noise_std=-1.0 is invalid: must be at least 0"),
+        (("--model.noise_std", "-1"), "noise_std=-1.0 is invalid: must be at least 0"),
         (("--trainer.enable_checkpointing", "false"), "`enable_checkpointing=False` but found `ModelCheckpoint`"),
-        (("--collector.random_action_prob", "2"), "random_action_prob=2.0 is invalid: must be within [0, 1]"),
+        (("--model.random_action_prob", "2"), "random_action_prob=2.0 is invalid: must be within [0, 1]"),
         (("--model.policy_delay", "0"), "policy_delay=0 is invalid: must be at least 1"),
         (("--trainer.strategy", "ddp"), "use ddp_find_unused_parameters_true"),
         (("--collector.episodes_per_epoch", "0"), "episodes_per_epoch=0 is invalid: must be at least 1"),
@@ -159,7 +161,7 @@ def test_fit_from_the_shipped_config_logs_every_documented_key(tmp_path: Path) -
     assert b"eval/success_rate" in events.summary_metadata["_hparams_/experiment"].plugin_data.content
     # Every setting of the run, by section: the config's, as a resume compares them.
     settings = events.summary_metadata["_hparams_/session_start_info"].plugin_data.content
-    for key in (b"seed_everything", b"model/hidden", b"data/env/id", b"data/her_ratio", b"collector/noise_std"):
+    for key in (b"seed_everything", b"model/hidden", b"data/env/id", b"data/her_ratio", b"model/noise_std"):
         assert key in settings, key
     assert plugins.get("custom_scalars__config__") == "custom_scalars"
 
@@ -169,7 +171,7 @@ def test_progress_bar_shows_evaluation_and_training_return() -> None:
 
     from her_lightning.cli import HERLightningCLI
     from her_lightning.data import HERDataModule
-    from her_lightning.module import HERDDPG
+    from her_lightning.ddpg import HERDDPG
 
     cli = HERLightningCLI(
         HERDDPG, HERDataModule, run=False, save_config_callback=None,

@@ -23,7 +23,7 @@ from her_lightning.cli import main
 from her_lightning.conventions import ConventionError
 from her_lightning.data import recorded_task
 from her_lightning.envs import make_env
-from her_lightning.module import value_range
+from her_lightning.learner import value_range
 from her_lightning.rollout import Policy, uniform_policy
 
 gymnasium = pytest.importorskip(

@@ -15,7 +15,7 @@ import torch
 
 from her_lightning.cli import main
 from her_lightning.data import recorded_task
-from her_lightning.module import HERDDPG
+from her_lightning.learner import learner_class
 
 ROOT = Path(__file__).parents[1]
 CONFIG = str(ROOT / "configs" / "point2d.yaml")
@@ -25,6 +25,7 @@ EXAMPLES = {".pt2": ROOT / "examples" / "run_pt2_policy.py", ".onnx": ROOT / "ex
 VARIANTS = {
     "raw_inputs": ("point2d", 1.0, []),
     "normalized_inputs": ("point2d", 1.0, ["--model.normalize_inputs", "true"]),
+    "sac": ("point2d", 1.0, ["--model", "her_lightning.HERSAC", "--model.normalize_inputs", "true"]),
     # A Gymnasium env whose actions are in [-2, 2]: the exported action is twice the actor's.
     "env_bounds": ("goal_envs:ToyReach-v0", 2.0, ["--data.env.id", "goal_envs:ToyReach-v0",
                                                    "--model.normalize_inputs", "true"]),
@@ -64,7 +65,8 @@ def variant_of(checkpoint: Path) -> tuple[str, float]:
 
 def expected_outputs(checkpoint: Path, observation: torch.Tensor, goal: torch.Tensor) -> dict[str, torch.Tensor]:
     """What the module's evaluated policy does: actions in [-1, 1], and the same actions in the env's bounds."""
-    module = HERDDPG.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True)
+    state = torch.load(checkpoint, weights_only=True)
+    module = learner_class(state).load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True)
     unit = module.policy(observation, goal)
     return {"action": unit * variant_of(checkpoint)[1], "action_unit": unit}
 

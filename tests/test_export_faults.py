@@ -22,8 +22,8 @@ from test_export import EXAMPLES, export_each
 from test_faults import fit, refused, run_folder
 
 from her_lightning.cli import main
+from her_lightning.ddpg import policy_weights
 from her_lightning.export import INPUTS, export_policy
-from her_lightning.module import policy_weights
 
 DTYPE_MISMATCH = "Tensor dtype mismatch! Expected: Float, Got:"  # torch's message, from the program's own check
 

@@ -368,7 +368,7 @@ def test_checkpoints_are_written_with_the_umasks_mode(tmp_path: Path, umask: int
 # 12, 13. Training health.
 def test_a_diverging_critic_is_warned_about_once(tmp_path: Path) -> None:
     with pytest.warns(UserWarning, match=r"train/q_mean is .* at update \d+, far outside the returns the rewards "
-                                         r"allow \(\[-50, 0\]\): the critic is diverging") as warned:
+                                         r"allow \(\[-50, 0\]\): the value estimate is diverging") as warned:
         fit(tmp_path, 3, "--model.actor_lr", "1e3", "--model.critic_lr", "1e3", "--data.batches_per_epoch", "20")
     assert len([w for w in warned if "far outside the returns" in str(w.message)]) == 1
 

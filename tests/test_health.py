@@ -49,12 +49,12 @@ def test_the_first_non_finite_value_stops_the_run_naming_what_to_lower(
 
 def test_q_far_outside_the_attainable_returns_is_warned_about_once() -> None:
     watch = ValueRangeWatch((-50.0, 0.0))
-    assert watch.check(-60.0, 100, 1e-3) is None  # an estimation error, not divergence
-    assert watch.check(30.0, 120, 1e-3) is None
-    warning = watch.check(-1.4e13, 140, 1e3)
+    assert watch.check(-60.0, 100, "critic_lr", 1e-3) is None  # an estimation error, not divergence
+    assert watch.check(30.0, 120, "critic_lr", 1e-3) is None
+    warning = watch.check(-1.4e13, 140, "critic_lr", 1e3)
     assert warning is not None and warning.startswith(
         "train/q_mean is -1.4e+13 at update 140, far outside the returns the rewards allow ([-50, 0])"
     )
     assert "lower model.critic_lr (now 1000)" in warning
-    assert watch.check(-1e20, 160, 1e3) is None
-    assert ValueRangeWatch(None).check(-1e20, 160, 1e3) is None  # a dense reward: no known range
+    assert watch.check(-1e20, 160, "critic_lr", 1e3) is None
+    assert ValueRangeWatch(None).check(-1e20, 160, "critic_lr", 1e3) is None  # a dense reward: no known range

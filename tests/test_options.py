@@ -17,10 +17,12 @@ from test_faults import fit, fit_command, refused, run_folder
 from her_lightning.buffer import EpisodeBuffer
 from her_lightning.collector import EpisodeCollector
 from her_lightning.data import HERDataModule
-from her_lightning.envs import PointNavEnv
+from her_lightning.ddpg import HERDDPG
+from her_lightning.dqn import HERDQN
+from her_lightning.envs import BitFlipEnv, PointNavEnv
 from her_lightning.evaluation import Evaluator
-from her_lightning.module import HERDDPG
 from her_lightning.options import check_seed
+from her_lightning.sac import HERSAC
 
 NAN, INF = float("nan"), float("inf")
 
@@ -28,17 +30,16 @@ NAN, INF = float("nan"), float("inf")
 # let through: NaN everywhere, infinity where there is no upper bound, and mistyped values where the type is loose.
 NON_FINITE = [
     *[(f"model.{name}", NAN) for name in ("actor_lr", "critic_lr", "gamma", "tau", "norm_clip", "target_policy_noise",
-                                         "target_noise_clip", "action_l2", "preactivation_l2")],
+                                         "target_noise_clip", "action_l2", "preactivation_l2", "noise_std",
+                                         "random_action_prob")],
     *[(f"model.{name}", INF) for name in ("actor_lr", "critic_lr", "norm_clip", "target_policy_noise",
-                                         "target_noise_clip", "action_l2", "preactivation_l2")],
+                                         "target_noise_clip", "action_l2", "preactivation_l2", "noise_std")],
     ("model.policy_delay", NAN),
     ("model.hidden", [64, NAN]),
     *[(f"data.{name}", NAN) for name in ("her_ratio", "displaced_share", "other_goal_share", "buffer_size",
                                         "batch_size", "batches_per_epoch", "eval_episodes", "eval_envs", "seed")],
     ("data.env.num_envs", NAN),
-    *[(f"collector.{name}", NAN) for name in ("noise_std", "random_action_prob", "warmup_episodes",
-                                             "episodes_per_epoch", "warmup_batch")],
-    ("collector.noise_std", INF),
+    *[(f"collector.{name}", NAN) for name in ("warmup_episodes", "episodes_per_epoch", "warmup_batch")],
     *[(f"evaluation.{name}", NAN) for name in ("solved_success_rate", "figure_every", "video_every")],
     *[(f"data.env.kwargs.{name}", NAN) for name in ("threshold", "goal_low", "goal_high", "arena_size",
                                                    "max_episode_steps")],
@@ -49,6 +50,21 @@ NON_FINITE = [
     ("seed_everything", NAN),
     ("torch_threads", NAN),
 ]
+
+# The other learners' numeric options, each on the task that learner takes.
+LEARNER_NON_FINITE = [
+    *[(HERSAC, name, NAN) for name in ("actor_lr", "critic_lr", "temperature_lr", "gamma", "tau", "norm_clip",
+                                       "initial_temperature", "target_entropy", "action_l2")],
+    *[(HERSAC, name, INF) for name in ("actor_lr", "critic_lr", "temperature_lr", "norm_clip", "initial_temperature",
+                                       "target_entropy", "action_l2")],
+    *[(HERDQN, name, NAN) for name in ("q_lr", "gamma", "tau", "norm_clip", "epsilon_start", "epsilon_end",
+                                       "epsilon_decay_updates", "num_actions")],
+    (HERDQN, "q_lr", INF),
+    (HERDQN, "epsilon_decay_updates", 2.5),
+    (HERDQN, "hidden", [64, NAN]),
+    (HERSAC, "hidden", [64, NAN]),
+]
+LEARNER_TASK = {HERSAC: [], HERDQN: ["--data.env.id", "bit_flip", "--data.env.kwargs", "{n_bits: 5}"]}
 
 # Numeric parameters that no config sets: the task's sizes (linked from the data), and what the data module hands
 # the task (its number of copies, the stream's seed, the device). data.seed is set, and is among those above.
@@ -76,6 +92,19 @@ def test_a_non_finite_or_mistyped_value_in_a_second_config_file_is_refused_in_on
     assert not list(tmp_path.rglob("*.ckpt"))
 
 
+@pytest.mark.parametrize(
+    ("learner", "name", "value"), LEARNER_NON_FINITE, ids=[f"{c.__name__}.{n}={v}" for c, n, v in LEARNER_NON_FINITE]
+)
+def test_the_other_learners_refuse_a_non_finite_or_mistyped_value_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], learner: type, name: str, value: object
+) -> None:
+    learner_options = {"class_path": f"her_lightning.{learner.__name__}", "init_args": {name: value}}
+    values = config_file(tmp_path, "model", learner_options)
+    error = refused(capsys, fit_command(tmp_path, 1, *LEARNER_TASK[learner], "--config", values))
+    assert name in error
+    assert not list(tmp_path.rglob("*.ckpt"))
+
+
 def numeric_parameters(cls: type) -> set[str]:
     """The parameters of ``cls``'s constructor typed as numbers (or sequences of numbers)."""
     return {
@@ -87,10 +116,11 @@ def numeric_parameters(cls: type) -> set[str]:
 @pytest.mark.parametrize(
     ("cls", "section"),
     [(HERDDPG, "model"), (HERDataModule, "data"), (EpisodeCollector, "collector"), (Evaluator, "evaluation"),
-     (PointNavEnv, "data.env.kwargs")],
+     (PointNavEnv, "data.env.kwargs"), (HERSAC, HERSAC), (HERDQN, HERDQN)],
 )
-def test_every_numeric_option_is_among_those_refused(cls: type, section: str) -> None:
+def test_every_numeric_option_is_among_those_refused(cls: type, section: str | type) -> None:
     covered = {key.rpartition(".")[2] for key, _ in NON_FINITE if key.rpartition(".")[0] == section}
+    covered |= {name for learner, name, _ in LEARNER_NON_FINITE if learner is section}
     assert numeric_parameters(cls) - NOT_OPTIONS <= covered
 
 
@@ -98,7 +128,13 @@ def test_the_classes_refuse_non_finite_values_from_python_too() -> None:
     with pytest.raises(ValueError, match=r"^actor_lr=nan is invalid: must be a finite number greater than 0$"):
         HERDDPG(2, 2, 2, actor_lr=NAN)
     with pytest.raises(ValueError, match=r"^noise_std=inf is invalid: must be a finite number at least 0$"):
-        EpisodeCollector(noise_std=INF)
+        HERDDPG(2, 2, 2, noise_std=INF)
+    with pytest.raises(ValueError, match=r"^temperature_lr=nan is invalid: must be a finite number greater than 0$"):
+        HERSAC(2, 2, 2, temperature_lr=NAN)
+    with pytest.raises(ValueError, match=r"^epsilon_end=2 is invalid: must be within \[0, 1\]$"):
+        HERDQN(2, 2, 1, 4, epsilon_end=2)
+    with pytest.raises(ValueError, match=r"^n_bits=0 is invalid: must be at least 1$"):
+        BitFlipEnv(n_bits=0)
     with pytest.raises(ValueError, match=r"^solved_success_rate=nan is invalid"):
         Evaluator(solved_success_rate=NAN)
     with pytest.raises(ValueError, match=r"^threshold=inf is invalid: must be a finite number greater than 0$"):

@@ -21,7 +21,7 @@ from her_lightning.resume import (
 CHECKPOINT = {
     "hyper_parameters": {"hidden": [64, 64], "tau": 0.005, "obs_dim": 4, "_instantiator": "x"},
     "datamodule_hyper_parameters": {"env": {"id": "point2d", "num_envs": 1, "kwargs": {}}, "save_buffer": True},
-    "run_settings": {"seed_everything": 3, "collector": {"noise_std": 0.2}},
+    "run_settings": {"seed_everything": 3, "collector": {"warmup_episodes": 20}},
     "loops": {"fit_loop": {"epoch_progress": {"current": {"processed": 5}}}},
 }
 
@@ -42,15 +42,25 @@ def test_a_checkpoints_settings_are_read_from_where_each_is_recorded_without_int
         "model": {"hidden": [64, 64], "tau": 0.005, "obs_dim": 4},
         "data": {"env": {"id": "point2d", "num_envs": 1, "kwargs": {}}, "save_buffer": True},
         "seed_everything": 3,
-        "collector": {"noise_std": 0.2},
+        "collector": {"warmup_episodes": 20},
     }
     assert recorded_settings({"hyper_parameters": {"hidden": [8]}}) == {"model": {"hidden": [8]}}  # from Python
+
+
+def test_options_that_moved_section_are_read_where_they_are_now() -> None:
+    older = {**CHECKPOINT, "run_settings": {"collector": {"noise_std": 0.2, "random_action_prob": 0.3}}}
+    settings = recorded_settings(older)
+    assert settings["model"]["noise_std"] == 0.2 and settings["model"]["random_action_prob"] == 0.3
+    assert settings["collector"] == {}
+    wanted = {"model": {**CHECKPOINT["hyper_parameters"], "noise_std": 0.1}}
+    with pytest.raises(CheckpointError, match=r"model.noise_std \(0.2 in the checkpoint, 0.1 here\)"):
+        check_resume(older, "last.ckpt", wanted, None)
 
 
 def test_a_resume_is_refused_naming_each_difference_and_what_it_honours() -> None:
     wanted = {"model": {"hidden": [64, 64], "tau": 0.01, "obs_dim": 7},
               "data": {"env": {"id": "point2d", "num_envs": 1, "kwargs": {}}, "save_buffer": False},
-              "seed_everything": 4, "collector": {"noise_std": 0.2}}
+              "seed_everything": 4, "collector": {"warmup_episodes": 20}}
     with pytest.raises(CheckpointError) as refused:
         check_resume(CHECKPOINT, "last.ckpt", wanted, None)
     message = str(refused.value)

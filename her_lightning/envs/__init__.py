@@ -1,5 +1,5 @@
-"""Tasks: the batched goal-env protocol, the built-in point task, the Gymnasium adapter and the factory that picks
-one."""
+"""Tasks: the batched goal-env protocol, the built-in point and bit-flipping tasks, the Gymnasium adapter and the
+factory that picks one."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ from typing import Any
 import torch
 
 from her_lightning.envs.base import GoalEnv, GoalObs, StepResult
+from her_lightning.envs.bit_flip import BitFlipEnv
 from her_lightning.envs.gymnasium_env import GymnasiumGoalEnv
 from her_lightning.envs.point import PointNavEnv
 
-BUILTIN_ENVS = {"point2d": PointNavEnv}
+BUILTIN_ENVS = {"point2d": PointNavEnv, "bit_flip": BitFlipEnv}
 
 
 def make_env(
@@ -20,7 +21,7 @@ def make_env(
 ) -> GoalEnv:
     """Build a batch of ``num_envs`` episodes of the task named ``env_id``.
 
-    ``env_id`` is a built-in task (``point2d``) or any registered Gymnasium goal-conditioned env
+    ``env_id`` is a built-in task (``point2d``, ``bit_flip``) or any registered Gymnasium goal-conditioned env
     (e.g. ``FetchReach-v4`` with the ``robotics`` extra installed); ``kwargs`` go to its constructor.
 
     Raises:
@@ -45,5 +46,6 @@ def close_env(env: GoalEnv | None) -> None:
 
 
 __all__ = [
-    "BUILTIN_ENVS", "GoalEnv", "GoalObs", "GymnasiumGoalEnv", "PointNavEnv", "StepResult", "close_env", "make_env"
+    "BUILTIN_ENVS", "BitFlipEnv", "GoalEnv", "GoalObs", "GymnasiumGoalEnv", "PointNavEnv", "StepResult", "close_env",
+    "make_env",
 ]

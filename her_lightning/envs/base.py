@@ -43,6 +43,12 @@ class GoalEnv(Protocol):
     known (sparse rewards: the two values), ``None`` where it is not.
     ``action_low`` and ``action_high`` are the env's own action bounds, onto
     which ``step`` maps ``[-1, 1]`` (``scale_action``).
+
+    A task with a discrete action space has ``num_actions`` besides (an int;
+    ``None`` or absent for continuous actions): its actions are the indices
+    ``0 .. num_actions - 1``, one per episode, as ``(N, 1)`` floats
+    (``action_dim`` is 1); ``action_low`` is the env's own number of the
+    first action (0 for the built-in tasks) and ``action_high`` of the last.
     """
 
     num_envs: int

@@ -61,9 +61,12 @@ class GymnasiumGoalEnv:
     """``num_envs`` copies of a Gymnasium goal-conditioned env, stepped as one batch.
 
     The env must have a dict observation with ``observation``, ``achieved_goal``
-    and ``desired_goal`` (any numeric dtype: they become float32 tensors), a
-    bounded ``Box`` action space (actions in ``[-1, 1]`` are rescaled to it) and
-    a ``compute_reward(achieved_goal, desired_goal, info)`` that accepts batches.
+    and ``desired_goal`` (vectors of any numeric dtype, ``MultiBinary`` too: they
+    become float32 tensors), a bounded ``Box`` action space (actions in
+    ``[-1, 1]`` are rescaled to it) or a ``Discrete`` one (``num_actions``
+    actions: index ``i`` is the env's action ``start + i``; its bounds are
+    ``start`` and ``start + n - 1``), and a
+    ``compute_reward(achieved_goal, desired_goal, info)`` that accepts batches.
     Rewards of relabelled goals come from that function with ``info=None``.
 
     The env's conventions are found out (``conventions.discover_conventions``), not assumed:
@@ -137,7 +140,13 @@ class GymnasiumGoalEnv:
         self.max_episode_steps = _time_limit(self._reference, env_id)
         self.obs_dim, self.goal_dim = _check_goal_env(self._reference, env_id)
         self._goal_dtype = self._reference.observation_space["achieved_goal"].dtype
-        self._low, self._high = _action_bounds(self._reference.action_space, env_id)
+        space = self._reference.action_space
+        self.num_actions: int | None = None  # a Discrete action space's size
+        if isinstance(space, gym.spaces.Discrete):
+            self.num_actions = int(space.n)
+            self._low, self._high = np.full(1, float(space.start)), np.full(1, float(space.start + space.n - 1))
+        else:
+            self._low, self._high = _action_bounds(space, env_id)
         self.action_dim = self._low.shape[0]
         self.action_low, self.action_high = tuple(self._low.tolist()), tuple(self._high.tolist())  # for checkpoints
         unwrapped = self._reference.unwrapped
@@ -160,8 +169,12 @@ class GymnasiumGoalEnv:
         return self._to_obs(obs)
 
     def step(self, action: torch.Tensor) -> StepResult:
-        unit = _array(action.clamp(-1.0, 1.0))
-        obs, reward, terminated, truncated, info = self._envs.step(scale_action(unit, self._low, self._high))
+        if self.num_actions is not None:  # indices (N, 1) to the env's own integer actions (N,)
+            index = action.squeeze(-1).round().long().clamp(0, self.num_actions - 1).cpu().numpy()
+            env_action = index + int(self._low[0])
+        else:
+            env_action = scale_action(_array(action.clamp(-1.0, 1.0)), self._low, self._high)
+        obs, reward, terminated, truncated, info = self._envs.step(env_action)
         goal_obs = self._to_obs(obs)
         if self.success_key is not None:
             success = self._tensor(info[self.success_key]).bool()
@@ -282,6 +295,6 @@ def _action_bounds(space: Any, env_id: str) -> tuple[np.ndarray, np.ndarray]:
     low, high = getattr(space, "low", None), getattr(space, "high", None)
     if low is None or len(space.shape) != 1 or not (np.isfinite(low).all() and np.isfinite(high).all()):
         raise ValueError(
-            f"env id={env_id!r}: the action space {space} is not usable: it must be a bounded 1-D Box"
+            f"env id={env_id!r}: the action space {space} is not usable: it must be a bounded 1-D Box or a Discrete"
         )
     return low.astype(np.float64), high.astype(np.float64)
