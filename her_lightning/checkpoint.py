@@ -142,7 +142,8 @@ def format_mismatch(contents: dict[str, Any]) -> str | None:
 
 # The hyper-parameters that decide which weights a learner has and their shapes (each learner has some of them).
 SHAPING_HYPER_PARAMETERS = (
-    "obs_dim", "goal_dim", "action_dim", "hidden", "twin_critics", "critic_layer_norm", "normalize_inputs"
+    "obs_dim", "goal_dim", "action_dim", "hidden", "twin_critics", "critic_layer_norm", "normalize_inputs",
+    "average_policy", "num_actions",
 )
 
 
@@ -214,7 +215,8 @@ def _blamed(
     return [
         key
         for key in SHAPING_HYPER_PARAMETERS
-        if key in settings and changes(_weight_shapes(learner, {**settings, key: _other(settings[key])}))
+        if settings.get(key) is not None
+        and changes(_weight_shapes(learner, {**settings, key: _other(settings[key])}))
     ]
 
 

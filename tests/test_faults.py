@@ -383,6 +383,22 @@ def test_nan_stops_the_run_in_one_line_before_any_checkpoint_holds_it(
     assert not list(tmp_path.rglob("*.ckpt"))
 
 
+@pytest.mark.parametrize(
+    ("learner", "lr_option"),
+    [(["--model", "her_lightning.HERSAC", "--model.actor_lr", "1e30", "--model.temperature_lr", "1e30"], "critic_lr"),
+     (["--model", "her_lightning.HERDQN", "--data.env.id", "bit_flip", "--data.env.kwargs", "{n_bits: 6}"], "q_lr")],
+    ids=["sac", "dqn"],
+)
+def test_nan_stops_the_other_learners_in_one_line_naming_their_learning_rate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], learner: list[str], lr_option: str
+) -> None:
+    error = refused(capsys, fit_command(tmp_path, 3, *learner, f"--model.{lr_option}", "1e30",
+                                        "--data.batches_per_epoch", "20"))
+    assert f"lower model.{lr_option} (now 1e+30)" in error and "last good checkpoint: none" in error
+    assert " loss is nan at update " in error or " weights are NaN or infinite after update " in error
+    assert not list(tmp_path.rglob("*.ckpt"))
+
+
 def test_a_checkpoint_with_non_finite_weights_never_replaces_a_good_one(tmp_path: Path) -> None:
     io = AtomicCheckpointIO()
     io.save_checkpoint({"state_dict": {"w": torch.ones(2)}}, tmp_path / "last.ckpt")

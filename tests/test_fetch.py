@@ -31,7 +31,7 @@ def test_fetch_reach_learns_within_two_thousand_steps(tmp_path: Path) -> None:
     assert checkpoint["state_dict"]["obs_normalizer.count"] > 0  # the robotics config normalizes inputs
 
 
-@pytest.mark.parametrize("config", ["fetch_push", "fetch_pick_and_place", "fetch_slide"])
+@pytest.mark.parametrize("config", ["fetch_push", "fetch_push_sac", "fetch_pick_and_place", "fetch_slide"])
 def test_fetch_object_config_trains_and_checkpoints(config: str, tmp_path: Path) -> None:
     # Learning these tasks takes hours (Push: see the README); this checks that each config runs end to end. On one
     # torch thread: on a machine busy with other runs, two threads wait on each other (27 s for these 40 updates, 2 s
