@@ -87,6 +87,9 @@ class HERLearner(pl.LightningModule):
         reward_range: tuple[float, float] | None,
     ) -> None:
         super().__init__()
+        if type(self) is HERLearner:
+            learners = " or ".join(f"her_lightning.{cls.__name__}" for cls in _subclasses(HERLearner))
+            raise ValueError(f"HERLearner is what learners share, not a learner: set model.class_path to {learners}")
         sizes = {"obs_dim": obs_dim, "goal_dim": goal_dim, "action_dim": action_dim}
         if None in sizes.values() and any(size is not None for size in sizes.values()):
             raise ValueError(f"obs_dim, goal_dim and action_dim go together: give all three or none, got {sizes}")
@@ -255,7 +258,9 @@ class HERLearner(pl.LightningModule):
 
     # The protocol's training side.
 
-    def update(self, batch: HERBatch, *optimizers: torch.optim.Optimizer, backward: Callable = torch.Tensor.backward):
+    def update(
+        self, batch: HERBatch, *optimizers: torch.optim.Optimizer, backward: Callable = torch.Tensor.backward
+    ) -> Any:
         """One update on ``batch``; returns its statistics (a ``NamedTuple`` of 0-d tensors that adds up).
 
         ``backward`` is Lightning's ``manual_backward`` in training; the default plain ``backward`` lets the same

@@ -29,7 +29,7 @@ def import_gymnasium(env_id: str) -> Any:
         import gymnasium
     except ImportError as error:
         raise ValueError(
-            f"env id={env_id!r} is not built in (point2d), and Gymnasium tasks need the robotics extra: "
+            f"env id={env_id!r} is not built in (point2d, bit_flip), and Gymnasium tasks need the robotics extra: "
             f"{ROBOTICS_EXTRA}"
         ) from error
     robotics = _import_robotics()
@@ -131,7 +131,7 @@ class GymnasiumGoalEnv:
             extra = f"; Fetch and other robotics tasks need the robotics extra: {ROBOTICS_EXTRA}"
             hint = "" if _import_robotics() else extra
             raise ValueError(
-                f"env id={env_id!r} is unknown: it is not built in (point2d) nor a registered Gymnasium env "
+                f"env id={env_id!r} is unknown: it is not built in (point2d, bit_flip) nor a registered Gymnasium env "
                 f"({error}){hint}"
             ) from error
         # One copy in this process answers compute_reward, whatever process the stepped copies live in.
