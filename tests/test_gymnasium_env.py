@@ -126,3 +126,15 @@ def test_without_gymnasium_a_gymnasium_id_names_the_extra(monkeypatch: pytest.Mo
     with pytest.raises(ValueError, match=r"pip install 'her_lightning\[robotics\]'"):
         make_env("FetchReach-v4", num_envs=1, seed=0)
     assert make_env("point2d", num_envs=1, seed=0).obs_dim == 2  # the built-in task needs none of it
+
+
+def test_a_discrete_action_space_takes_indices_counted_from_its_start() -> None:
+    env = GymnasiumGoalEnv("goal_envs:DiscreteBitFlip-v0", num_envs=3, seed=0)  # Discrete(4, start=1)
+    assert (env.num_actions, env.action_dim, env.action_low, env.action_high) == (4, 1, (1.0,), (4.0,))
+    assert GymnasiumGoalEnv(TOY).num_actions is None  # a Box: continuous
+    before = env.reset().observation
+    after = env.step(torch.tensor([[0.0], [2.0], [3.0]])).obs.observation  # indices 0, 2, 3: the env's 1, 3, 4
+    flipped = (before != after).float()
+    assert torch.equal(flipped, torch.tensor([[1.0, 0, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]))
+    episodes = rollout(env, lambda obs, goal: torch.zeros(obs.shape[0], 1))  # integer actions reach the env
+    assert episodes.action.shape == (3, env.max_episode_steps, 1)
