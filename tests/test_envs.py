@@ -96,7 +96,7 @@ def test_invalid_options_are_named(kwargs: dict, message: str) -> None:
 
 
 def test_unknown_env_id_names_the_built_in_ones() -> None:
-    with pytest.raises(ValueError, match=r"env id='nope' is unknown: it is not built in \(point2d\)"):
+    with pytest.raises(ValueError, match=r"env id='nope' is unknown: it is not built in \(point2d, bit_flip\)"):
         make_env("nope", 1, 0)
 
 
