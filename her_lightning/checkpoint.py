@@ -161,7 +161,7 @@ def weights_disagreement(hparams: dict[str, Any], weights: dict[str, torch.Tenso
     it changes what differs: the size of that dimension, or whether that weight exists.
     """
     try:
-        settings = _module_settings(learner, hparams)
+        settings = learner_settings(learner, hparams)
         made = _weight_shapes(learner, settings)
     except (ValueError, TypeError) as error:
         return f"its hyper-parameters are invalid: {error}"
@@ -191,7 +191,7 @@ def weights_disagreement(hparams: dict[str, Any], weights: dict[str, torch.Tenso
     return None
 
 
-def _module_settings(learner: type, hparams: dict[str, Any]) -> dict[str, Any]:
+def learner_settings(learner: type, hparams: Mapping[str, Any]) -> dict[str, Any]:
     """The learner's arguments from a checkpoint's hyper-parameters, with the defaults of those it lacks."""
     parameters = inspect.signature(learner).parameters.values()
     return {p.name: hparams.get(p.name, p.default) for p in parameters if p.name in hparams or p.default is not p.empty}

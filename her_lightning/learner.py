@@ -19,7 +19,6 @@ the right one.
 
 from __future__ import annotations
 
-import inspect
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar, NamedTuple
@@ -388,8 +387,7 @@ def learner_class(checkpoint: Mapping[str, Any]) -> type[HERLearner]:
 def learner_from_checkpoint(contents: Mapping[str, Any]) -> HERLearner:
     """The learner of a checkpoint (see ``checkpoint.read_checkpoint``), with its weights, on the CPU, in eval mode."""
     learner = learner_class(contents)
-    parameters = inspect.signature(learner).parameters
-    module = learner(**{key: value for key, value in contents["hyper_parameters"].items() if key in parameters})
+    module = learner(**checkpoint_format.learner_settings(learner, contents["hyper_parameters"]))
     module.load_state_dict(contents["state_dict"])
     return module.eval().requires_grad_(False)
 
